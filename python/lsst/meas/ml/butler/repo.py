@@ -1,0 +1,174 @@
+"""Give a Butler repository the meas_ml storage classes and formatters.
+
+There is no entry point through which a package adds storage classes to the
+Butler, so a repository gets them one of two ways:
+
+* baked into its ``butler.yaml`` (`create_repo` for a new repository,
+  `setup_repo` / ``meas-ml setup-repo REPO`` for an existing one), which
+  every process that opens the repository then sees, batch jobs included;
+* the environment: ``export DAF_BUTLER_CONFIG_PATH=$(meas-ml config-path)``
+  in every process (bps jobs included) that opens the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import yaml
+from lsst.daf.butler import Butler, Config, DatasetType
+
+__all__ = [
+    "CONFIG_DIR",
+    "DATASET_TYPES",
+    "RepoConfigError",
+    "check_repo",
+    "create_repo",
+    "open_repo",
+    "plugin_config",
+    "register_dataset_types",
+    "setup_repo",
+]
+
+#: Directory holding ``storageClasses.yaml`` and ``datastore.yaml``; the
+#: value for ``DAF_BUTLER_CONFIG_PATH``.
+CONFIG_DIR: str = str(resources.files("lsst.meas.ml.butler") / "configs")
+
+_STORAGE_CLASSES = ("MLExposure", "MLModelPackage")
+
+#: Dataset types the simulated survey writes and the tasks read:
+#: name -> (dimensions, storage class).
+DATASET_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "visit_image": (("instrument", "visit", "detector"), "MLExposure"),
+    "template_detector": (("instrument", "visit", "detector"), "MLExposure"),
+    "difference_image": (("instrument", "visit", "detector"), "MLExposure"),
+    "dia_source_detector": (("instrument", "visit", "detector"), "ArrowAstropy"),
+    "truth_dia_source": (("instrument", "visit", "detector"), "ArrowAstropy"),
+    "deep_coadd": (("skymap", "tract", "patch", "band"), "MLExposure"),
+    "object": (("skymap", "tract"), "ArrowAstropy"),
+    "truth_object": (("skymap", "tract"), "ArrowAstropy"),
+    "specz": (("skymap", "tract"), "ArrowAstropy"),
+}
+
+
+class RepoConfigError(RuntimeError):
+    """A repository lacks the meas_ml storage classes or formatters."""
+
+
+def plugin_config() -> Config:
+    """The storage-class and datastore sections meas_ml adds, as one Config."""
+    config = Config()
+    for name in ("storageClasses.yaml", "datastore.yaml"):
+        with open(os.path.join(CONFIG_DIR, name)) as fh:
+            config.update(Config(yaml.safe_load(fh)))
+    return config
+
+
+def create_repo(root: str | os.PathLike, *, overwrite: bool = False) -> Butler:
+    """Create a SQLite-backed repository with the plugin's config baked in.
+
+    Parameters
+    ----------
+    root : path-like
+        Directory of the new repository.
+    overwrite : `bool`
+        Remove an existing directory at ``root`` first.
+
+    Returns
+    -------
+    butler : `lsst.daf.butler.Butler`
+        A writeable Butler on the new repository.
+    """
+    root = os.fspath(root)
+    if os.path.exists(os.path.join(root, "butler.yaml")):
+        if not overwrite:
+            raise FileExistsError(f"{root} already holds a Butler repository; pass overwrite=True to replace it.")
+        shutil.rmtree(root)
+    Butler.makeRepo(root, config=plugin_config())
+    return Butler.from_config(root, writeable=True)
+
+
+def _has_plugin(butler: Butler) -> list[str]:
+    """Names of the plugin pieces the butler lacks (empty when complete)."""
+    missing = []
+    factory = butler.storageClasses
+    for name in _STORAGE_CLASSES:
+        if name not in factory:
+            missing.append(f"storage class {name}")
+    try:
+        formatters = butler._datastore.formatterFactory  # type: ignore[attr-defined]
+        for name in _STORAGE_CLASSES:
+            if name in factory:
+                formatters.getFormatterClass(factory.getStorageClass(name))
+    except AttributeError:  # pragma: no cover - a datastore without formatters
+        pass
+    except KeyError:
+        missing.append("formatters for the meas_ml storage classes")
+    return missing
+
+
+def check_repo(butler: Butler, repo: str = "") -> None:
+    """Raise `RepoConfigError` naming the fix when the plugin config is missing."""
+    missing = _has_plugin(butler)
+    if missing:
+        where = repo or str(butler._config.configDir or "the repository")  # type: ignore[attr-defined]
+        raise RepoConfigError(
+            f"Butler repository {where} lacks the meas_ml {', '.join(missing)}. Fix it once with "
+            f"`meas-ml setup-repo {where}`, or in every process (batch jobs too) with "
+            f"`export DAF_BUTLER_CONFIG_PATH={CONFIG_DIR}`."
+        )
+
+
+def open_repo(repo: str | os.PathLike, *, writeable: bool = False, **kwargs: Any) -> Butler:
+    """Open a repository and check that it knows the meas_ml storage classes."""
+    repo = os.fspath(repo)
+    if not os.path.exists(repo) and "://" not in repo:
+        raise RepoConfigError(f"No Butler repository at {repo}: create one with `butler create {repo}`.")
+    butler = Butler.from_config(repo, writeable=writeable, **kwargs)
+    check_repo(butler, repo)
+    return butler
+
+
+def setup_repo(repo: str | os.PathLike) -> bool:
+    """Add the plugin's sections to an existing repository's ``butler.yaml``.
+
+    Returns `True` when the file changed, `False` when it already had them.
+    The previous file is kept as ``butler.yaml.bak``.
+    """
+    path = os.path.join(os.fspath(repo), "butler.yaml")
+    if not os.path.exists(path):
+        raise RepoConfigError(f"{path} does not exist: is {repo} a Butler repository root?")
+    with open(path) as fh:
+        current = yaml.safe_load(fh) or {}
+    wanted = plugin_config().toDict()
+    changed = False
+    for section, subkey in (("storageClasses", None), ("datastore", "formatters")):
+        src = wanted[section] if subkey is None else wanted[section][subkey]
+        dst = current.setdefault(section, {})
+        if subkey is not None:
+            dst = dst.setdefault(subkey, {})
+        for key, value in src.items():
+            if dst.get(key) != value:
+                dst[key] = value
+                changed = True
+    if changed:
+        shutil.copy2(path, path + ".bak")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            yaml.safe_dump(current, fh, sort_keys=False)
+        os.replace(tmp, path)
+    return changed
+
+
+def register_dataset_types(butler: Butler, names: Iterable[str] | None = None) -> list[DatasetType]:
+    """Register (idempotently) the dataset types of `DATASET_TYPES`."""
+    out = []
+    for name in names if names is not None else DATASET_TYPES:
+        dims, storage_class = DATASET_TYPES[name]
+        dataset_type = DatasetType(name, dims, storage_class, universe=butler.dimensions)
+        butler.registry.registerDatasetType(dataset_type)
+        out.append(dataset_type)
+    return out

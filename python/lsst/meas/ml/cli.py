@@ -1,0 +1,177 @@
+"""The ``meas-ml`` command.
+
+Sub-commands are small wrappers over the library: everything they do is also
+a Python function.  Science families add their own ``train``/``predict``/
+``bench`` sub-commands through ``lsst.meas.ml.<family>.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+#: Modules that add family sub-commands (``add_train_parser`` etc.).
+_FAMILY_CLI_MODULES = ("lsst.meas.ml.photoz.cli", "lsst.meas.ml.dia.cli")
+
+_log = logging.getLogger("lsst.meas.ml.cli")
+
+
+def _cmd_config_path(args: argparse.Namespace) -> int:
+    from .butler import CONFIG_DIR
+
+    print(CONFIG_DIR)
+    return 0
+
+
+def _cmd_setup_repo(args: argparse.Namespace) -> int:
+    from .butler import check_repo, setup_repo
+    from lsst.daf.butler import Butler
+
+    changed = setup_repo(args.repo)
+    check_repo(Butler.from_config(args.repo), args.repo)
+    print(f"{args.repo}: meas_ml storage classes and formatters {'added' if changed else 'already present'}.")
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from .butler import open_repo
+    from .packages import ModelPackage
+    from .registration import register_package
+
+    butler = open_repo(args.repo, writeable=True)
+    package = ModelPackage.load(args.package)
+    ref, run = register_package(butler, package, run=args.run)
+    print(f"Registered {package.family} model {package.manifest.get('name')} version {package.version} "
+          f"(sha256 {package.sha256[:12]}) as {ref.datasetType.name} in RUN collection {run}.")
+    print(f"Use it with: pipetask run ... -i {run},...")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .packages import ModelPackage
+
+    package = ModelPackage.load(args.package)
+    print(json.dumps(package.manifest, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import SurveyConfig, build_repo
+
+    config = SurveyConfig.tiny() if args.size == "tiny" else SurveyConfig.default()
+    if args.seed is not None:
+        config.seed = args.seed
+    summary = build_repo(args.repo, config, overwrite=args.overwrite)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.repo, size=args.size, fresh=args.fresh, jobs=args.jobs)
+
+
+def _cmd_bench_core(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.main(args.bench_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``meas-ml`` with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="meas-ml", description="Machine learning for the Rubin Science Pipelines (meas_ml)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log at DEBUG level.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("config-path", help="Print the directory to put in DAF_BUTLER_CONFIG_PATH.")
+    p.set_defaults(func=_cmd_config_path)
+
+    p = sub.add_parser("setup-repo", help="Add the meas_ml storage classes and formatters to a repository.")
+    p.add_argument("repo", help="Butler repository root.")
+    p.set_defaults(func=_cmd_setup_repo)
+
+    p = sub.add_parser("register", help="Put a model package into a repository as ml_model_<family>.")
+    p.add_argument("repo", help="Butler repository root.")
+    p.add_argument("package", help="Model package file (.safetensors).")
+    p.add_argument("--run", default=None, help="RUN collection (default models/<family>/<version>).")
+    p.set_defaults(func=_cmd_register)
+
+    p = sub.add_parser("info", help="Print a model package's manifest (after verifying it).")
+    p.add_argument("package")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("simulate", help="Write the simulated mini-survey into a new repository.")
+    p.add_argument("repo")
+    p.add_argument("--size", choices=("tiny", "default"), default="default")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing repository.")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("demo", help="Simulate, train, register and run the demo pipeline end to end.")
+    p.add_argument("--repo", default=os.environ.get("DEMO_REPO", "demo-repo"))
+    p.add_argument("--size", choices=("tiny", "default"), default="default")
+    p.add_argument("--fresh", action="store_true", help="Delete the repository and start clean.")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="Processes for pipetask run.")
+    p.set_defaults(func=_cmd_demo)
+
+    train = sub.add_parser("train", help="Train a model and write a model package.")
+    train_sub = train.add_subparsers(dest="family", metavar="FAMILY")
+    predict = sub.add_parser("predict", help="Run a model package on files, outside the Butler.")
+    predict_sub = predict.add_subparsers(dest="family", metavar="FAMILY")
+    bench = sub.add_parser("bench", help="Benchmarks (print figures and ratios to in-process baselines).")
+    bench_sub = bench.add_subparsers(dest="family", metavar="BENCH")
+    p = bench_sub.add_parser("core", help="Cutouts vs memory floor; engine throughput.", add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench_core)
+
+    for name in _FAMILY_CLI_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # family not installed in this build
+            raise
+        for hook, target in (
+            ("add_train_parser", train_sub),
+            ("add_predict_parser", predict_sub),
+            ("add_bench_parser", bench_sub),
+            ("add_commands", sub),
+        ):
+            if hasattr(module, hook):
+                getattr(module, hook)(target)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``meas-ml``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    from .errors import user_errors
+
+    try:
+        return int(func(args) or 0)
+    except user_errors() as exc:
+        print(f"meas-ml {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

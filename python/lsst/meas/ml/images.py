@@ -1,0 +1,320 @@
+"""A pure-NumPy exposure: image, mask, variance, WCS, PSF, band, calibration.
+
+`Exposure` is the in-memory type every ``meas_ml`` task consumes.  It holds
+what the stack's ``lsst.afw.image.ExposureF`` holds that the models need,
+without depending on ``lsst.afw`` (which is not installable from the package
+index).  Inside the full stack, `Exposure.from_afw` converts an afw exposure.
+
+Pixel coordinates follow the stack's convention: an exposure covers the
+parent-frame box ``bbox`` (``x0, y0, width, height``); array index
+``[j, i]`` is parent pixel ``(x0 + i, y0 + j)``; pixel centres are integers.
+The WCS is always expressed in *local* array coordinates (zero-based, as
+astropy's ``pixel_to_world`` expects), so cutting a sub-image shifts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Box",
+    "DEFAULT_MASK_PLANES",
+    "Exposure",
+    "ImageError",
+]
+
+
+class ImageError(ValueError):
+    """Raised for an inconsistent exposure or an impossible request on it."""
+
+
+#: Mask planes and bits, as the stack defines them for visit images.
+DEFAULT_MASK_PLANES: dict[str, int] = {
+    "BAD": 0,
+    "SAT": 1,
+    "INTRP": 2,
+    "CR": 3,
+    "EDGE": 4,
+    "DETECTED": 5,
+    "DETECTED_NEGATIVE": 6,
+    "SUSPECT": 7,
+    "NO_DATA": 8,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """An integer pixel box in the parent frame: ``[x0, x0+width) x [y0, y0+height)``."""
+
+    x0: int
+    y0: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width < 0 or self.height < 0:
+            raise ImageError(f"Box has a negative size: {self}")
+
+    @property
+    def x1(self) -> int:
+        """One past the last column."""
+        return self.x0 + self.width
+
+    @property
+    def y1(self) -> int:
+        """One past the last row."""
+        return self.y0 + self.height
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """NumPy shape ``(height, width)``."""
+        return (self.height, self.width)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.width == 0 or self.height == 0
+
+    def intersection(self, other: Box) -> Box:
+        """The overlap of two boxes (possibly empty, anchored at the larger corner)."""
+        x0, y0 = max(self.x0, other.x0), max(self.y0, other.y0)
+        x1, y1 = min(self.x1, other.x1), min(self.y1, other.y1)
+        return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+    def contains(self, other: Box) -> bool:
+        return (
+            other.x0 >= self.x0 and other.y0 >= self.y0 and other.x1 <= self.x1 and other.y1 <= self.y1
+        )
+
+    def local_slices(self, sub: Box) -> tuple[slice, slice]:
+        """Array slices ``(rows, cols)`` selecting ``sub`` from an array covering ``self``."""
+        return (
+            slice(sub.y0 - self.y0, sub.y1 - self.y0),
+            slice(sub.x0 - self.x0, sub.x1 - self.x0),
+        )
+
+    @classmethod
+    def from_center(cls, x: float, y: float, size: int) -> Box:
+        """The ``size`` x ``size`` box centred on pixel ``(round(x), round(y))``."""
+        half = size // 2
+        return cls(int(np.floor(x + 0.5)) - half, int(np.floor(y + 0.5)) - half, size, size)
+
+    @classmethod
+    def coerce(cls, value: Any) -> Box:
+        """Accept a `Box`, a 4-sequence ``(x0, y0, width, height)``, a mapping,
+        or an object with ``getMinX/getMinY/getWidth/getHeight`` (an afw or
+        sphgeom-style box)."""
+        if isinstance(value, Box):
+            return value
+        if isinstance(value, Mapping):
+            return cls(int(value["x0"]), int(value["y0"]), int(value["width"]), int(value["height"]))
+        if hasattr(value, "getMinX"):
+            return cls(value.getMinX(), value.getMinY(), value.getWidth(), value.getHeight())
+        try:
+            x0, y0, w, h = value
+        except (TypeError, ValueError):
+            raise ImageError(
+                f"Cannot interpret {value!r} as a pixel box; give Box(x0, y0, width, height)."
+            ) from None
+        return cls(int(x0), int(y0), int(w), int(h))
+
+
+@dataclasses.dataclass
+class Exposure:
+    """A calibrated image with its mask, variance and metadata.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        2-d float32 pixel values, in the units given by ``photo_calib``
+        (``nJy`` per pixel value; 1.0 means the image is already in nJy).
+    mask : `numpy.ndarray`, optional
+        2-d integer bit mask; planes are named by ``mask_planes``.
+    variance : `numpy.ndarray`, optional
+        2-d float32 variance of ``image``.
+    wcs : `astropy.wcs.WCS`, optional
+        Celestial WCS in local (zero-based array) coordinates.
+    psf : `numpy.ndarray`, optional
+        Odd-sized image of the PSF at the centre of the exposure, sum 1.
+    band : `str`, optional
+        Abstract filter name (``u``, ``g``, ``r``, ``i``, ``z``, ``y``).
+    photo_calib : `float`
+        nJy per unit of ``image``.
+    xy0 : `tuple` [`int`, `int`]
+        Parent-frame pixel of ``image[0, 0]``.
+    mask_planes : `dict` [`str`, `int`]
+        Mask plane name to bit number.
+    metadata : `dict`
+        Free-form header cards carried through I/O.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    variance: np.ndarray | None = None
+    wcs: Any = None
+    psf: np.ndarray | None = None
+    band: str | None = None
+    photo_calib: float = 1.0
+    xy0: tuple[int, int] = (0, 0)
+    mask_planes: dict[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_MASK_PLANES))
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image)
+        if self.image.ndim != 2:
+            raise ImageError(f"Exposure image must be 2-d, got shape {self.image.shape}.")
+        if self.mask is None:
+            self.mask = np.zeros(self.image.shape, dtype=np.int32)
+        if self.variance is None:
+            self.variance = np.ones(self.image.shape, dtype=np.float32)
+        self.mask = np.asarray(self.mask)
+        self.variance = np.asarray(self.variance)
+        for name, plane in (("mask", self.mask), ("variance", self.variance)):
+            if plane.shape != self.image.shape:
+                raise ImageError(
+                    f"Exposure {name} shape {plane.shape} does not match image shape "
+                    f"{self.image.shape}; image, mask and variance must have one shape."
+                )
+        if self.psf is not None:
+            self.psf = np.asarray(self.psf, dtype=np.float32)
+            if self.psf.ndim != 2 or self.psf.shape[0] % 2 == 0 or self.psf.shape[1] % 2 == 0:
+                raise ImageError(f"PSF image must be 2-d with odd sides, got shape {self.psf.shape}.")
+        self.xy0 = (int(self.xy0[0]), int(self.xy0[1]))
+
+    # ------------------------------------------------------------------
+    @property
+    def bbox(self) -> Box:
+        """The parent-frame box this exposure covers."""
+        return Box(self.xy0[0], self.xy0[1], self.image.shape[1], self.image.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape
+
+    def get_plane_bitmask(self, *names: str) -> int:
+        """The OR of the bits of the named mask planes (unknown names raise)."""
+        value = 0
+        for name in names:
+            try:
+                value |= 1 << self.mask_planes[name]
+            except KeyError:
+                raise ImageError(
+                    f"Unknown mask plane {name!r}; this exposure has {sorted(self.mask_planes)}."
+                ) from None
+        return value
+
+    def image_njy(self) -> np.ndarray:
+        """Image in nJy (a view when ``photo_calib`` is 1)."""
+        if self.photo_calib == 1.0:
+            return self.image
+        return self.image * np.float32(self.photo_calib)
+
+    def psf_fwhm_pixels(self) -> float:
+        """FWHM of the PSF image from its second moments (NaN without a PSF)."""
+        if self.psf is None:
+            return float("nan")
+        p = np.clip(self.psf.astype(np.float64), 0, None)
+        tot = p.sum()
+        if not np.isfinite(tot) or tot <= 0:
+            return float("nan")
+        yy, xx = np.indices(p.shape)
+        cx, cy = (xx * p).sum() / tot, (yy * p).sum() / tot
+        sigma2 = 0.5 * (((xx - cx) ** 2 * p).sum() + ((yy - cy) ** 2 * p).sum()) / tot
+        return float(2.3548 * np.sqrt(sigma2))
+
+    # ------------------------------------------------------------------
+    def subset(self, bbox: Any) -> Exposure:
+        """A copy restricted to ``bbox`` (parent frame), which must lie inside."""
+        box = Box.coerce(bbox)
+        if not self.bbox.contains(box):
+            raise ImageError(
+                f"Requested bbox {box} is not inside the exposure's bbox {self.bbox}; "
+                "clip it with Box.intersection first."
+            )
+        rows, cols = self.bbox.local_slices(box)
+        return dataclasses.replace(
+            self,
+            image=self.image[rows, cols].copy(),
+            mask=self.mask[rows, cols].copy(),
+            variance=self.variance[rows, cols].copy(),
+            wcs=shift_wcs(self.wcs, cols.start, rows.start),
+            xy0=(box.x0, box.y0),
+            mask_planes=dict(self.mask_planes),
+            metadata=dict(self.metadata),
+        )
+
+    def pixel_to_sky(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Parent-frame pixel positions to (ra, dec) in degrees."""
+        if self.wcs is None:
+            raise ImageError("Exposure has no WCS.")
+        x = np.asarray(x, dtype=float) - self.xy0[0]
+        y = np.asarray(y, dtype=float) - self.xy0[1]
+        ra, dec = self.wcs.wcs_pix2world(x, y, 0)
+        return np.asarray(ra), np.asarray(dec)
+
+    def sky_to_pixel(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ra, dec) in degrees to parent-frame pixel positions."""
+        if self.wcs is None:
+            raise ImageError("Exposure has no WCS.")
+        x, y = self.wcs.wcs_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
+        return np.asarray(x) + self.xy0[0], np.asarray(y) + self.xy0[1]
+
+    # ------------------------------------------------------------------
+    @classmethod
+    def from_afw(cls, exposure: Any) -> Exposure:
+        """Convert an ``lsst.afw.image.Exposure`` (full stack only).
+
+        Copies image, mask, variance and mask-plane names; converts the WCS
+        through its FITS representation, the PSF by evaluating its kernel
+        image at the centre, and the photometric calibration to its mean
+        nJy-per-count factor.  Not exercised where ``lsst.afw`` is absent.
+        """
+        try:
+            import lsst.afw.image  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - full stack only
+            raise ImageError("Exposure.from_afw needs lsst.afw (the full Science Pipelines).") from exc
+        from astropy.wcs import WCS  # pragma: no cover
+
+        mi = exposure.maskedImage  # pragma: no cover
+        bbox = exposure.getBBox()  # pragma: no cover
+        wcs = None  # pragma: no cover
+        if exposure.hasWcs():  # pragma: no cover
+            header = exposure.wcs.getFitsMetadata().toDict()
+            wcs = shift_wcs(WCS(header), bbox.getMinX(), bbox.getMinY())  # header is in parent frame
+        psf = None  # pragma: no cover
+        if exposure.hasPsf():  # pragma: no cover
+            psf = exposure.psf.computeKernelImage(bbox.getCenter()).array.astype(np.float32)
+        calib = 1.0  # pragma: no cover
+        if exposure.photoCalib is not None:  # pragma: no cover
+            calib = float(exposure.photoCalib.getCalibrationMean())
+        band = exposure.filter.bandLabel if exposure.filter is not None else None  # pragma: no cover
+        return cls(  # pragma: no cover
+            image=mi.image.array.astype(np.float32, copy=False),
+            mask=mi.mask.array.astype(np.int32, copy=False),
+            variance=mi.variance.array.astype(np.float32, copy=False),
+            wcs=wcs,
+            psf=psf,
+            band=band,
+            photo_calib=calib,
+            xy0=(bbox.getMinX(), bbox.getMinY()),
+            mask_planes=dict(mi.mask.getMaskPlaneDict()),
+        )
+
+
+def shift_wcs(wcs: Any, dx: float, dy: float) -> Any:
+    """A copy of an astropy WCS whose local pixel origin moves by ``(dx, dy)``.
+
+    Used when cutting: the pixel that was ``(dx, dy)`` becomes ``(0, 0)``.
+    """
+    if wcs is None or (dx == 0 and dy == 0):
+        return None if wcs is None else wcs.deepcopy()
+    new = wcs.deepcopy()
+    new.wcs.crpix = new.wcs.crpix - np.array([dx, dy], dtype=float)
+    if new.sip is not None:
+        new.sip = type(new.sip)(
+            new.sip.a, new.sip.b, new.sip.ap, new.sip.bp, new.sip.crpix - np.array([dx, dy], dtype=float)
+        )
+    return new

@@ -1,0 +1,34 @@
+"""Shared fixtures for the meas_ml tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+#: "reduced" (default, what `make test` runs) or "full" (`make test-full`).
+TEST_SCALE = os.environ.get("MEAS_ML_TEST_SCALE", "reduced")
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data, skipping the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} is not present (../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def simple_wcs():
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crpix = [50.0, 40.0]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    return wcs
