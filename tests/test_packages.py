@@ -1,0 +1,219 @@
+"""Tests of the model-package format and the architecture registry."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from lsst.meas.ml.models import ArchitectureError, build_model, list_architectures, register_architecture
+from lsst.meas.ml.packages import KNOWN_FAMILIES, MANIFEST_KEY, ModelPackage, PackageError, weights_sha256
+
+CNN_HP = {"in_channels": 3, "stamp_size": 15, "n_outputs": 2, "widths": [4, 8]}
+MLP_HP = {"n_features": 5, "n_outputs": 3, "hidden": [8]}
+
+
+def make_package(arch="mlp", hp=MLP_HP, family="generic", seed=0, **kwargs) -> ModelPackage:
+    torch.manual_seed(seed)
+    model = build_model(arch, hp)
+    default_inputs = {"features": [f"f{i}" for i in range(5)], "bands": ["g", "r"], "stamp_size": 15}
+    inputs = kwargs.pop("inputs", default_inputs)
+    return ModelPackage.from_model(
+        model,
+        family=family,
+        architecture=arch,
+        hyperparameters=hp,
+        inputs=inputs,
+        outputs={"class_names": ["a", "b", "c"]},
+        version="1.2.0",
+        provenance={"training_data": "unit test", "metrics": {"loss": 0.5}},
+        **kwargs,
+    )
+
+
+def _rewrite(data: bytes, edit) -> bytes:
+    """Re-serialise a package file after editing its manifest and tensors."""
+    from safetensors.torch import load, save
+
+    (length,) = struct.unpack("<Q", data[:8])
+    manifest = json.loads(json.loads(data[8 : 8 + length])["__metadata__"][MANIFEST_KEY])
+    tensors = load(data)
+    manifest, tensors = edit(manifest, tensors)
+    return save(tensors, metadata={MANIFEST_KEY: json.dumps(manifest)})
+
+
+def test_registry_lists_generic_architectures():
+    names = list_architectures()
+    assert "mlp" in names and "stamp_cnn" in names
+    with pytest.raises(ArchitectureError, match="Unknown model architecture 'nope'"):
+        build_model("nope", {})
+    with pytest.raises(ArchitectureError, match="cannot be built"):
+        build_model("mlp", {"n_features": 3})  # n_outputs missing
+
+
+def test_register_conflicting_name_is_refused():
+    with pytest.raises(ArchitectureError, match="already registered"):
+
+        @register_architecture("mlp")
+        def other_mlp(**kwargs):  # pragma: no cover - never called
+            raise AssertionError
+
+
+def test_roundtrip_file_and_model_outputs(tmp_path):
+    package = make_package()
+    path = tmp_path / "model.safetensors"
+    package.save(path)
+    loaded = ModelPackage.load(path)
+    assert loaded.manifest == package.manifest
+    assert loaded.sha256 == package.sha256 == weights_sha256(package.state_dict)
+    assert loaded.family == "generic" and loaded.version == "1.2.0" and loaded.architecture == "mlp"
+    assert loaded.provenance["metrics"] == {"loss": 0.5}
+    assert "torch_version" in loaded.provenance and loaded.manifest["created"]
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        a = package.build_model()(x)
+        b = loaded.build_model()(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not loaded.build_model().training
+    assert ModelPackage.from_bytes(package.to_bytes()).sha256 == package.sha256
+
+
+def test_checksum_independent_of_order_and_sensitive_to_values():
+    package = make_package()
+    reordered = dict(reversed(list(package.state_dict.items())))
+    assert weights_sha256(reordered) == package.sha256
+    changed = {k: v.clone() for k, v in package.state_dict.items()}
+    next(iter(changed.values())).view(-1)[0] += 1e-3
+    assert weights_sha256(changed) != package.sha256
+    assert make_package(seed=1).sha256 != package.sha256
+
+
+def test_corrupted_weights_fail_checksum(tmp_path):
+    package = make_package()
+
+    def corrupt(manifest, tensors):
+        tensors["net.0.weight"] = tensors["net.0.weight"] + 1.0
+        return manifest, tensors
+
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(_rewrite(package.to_bytes(), corrupt))
+    with pytest.raises(PackageError, match="checksum mismatch") as info:
+        ModelPackage.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_tensor_shapes_refused():
+    package = make_package()
+
+    def wrong_hp(manifest, tensors):  # weights for 5 features, manifest claims 6
+        manifest["hyperparameters"]["n_features"] = 6
+        return manifest, tensors
+
+    with pytest.raises(PackageError, match=r"net\.0\.weight: stored \[8, 5\], expected \[8, 6\]"):
+        ModelPackage.from_bytes(_rewrite(package.to_bytes(), wrong_hp))
+
+    def drop_tensor(manifest, tensors):
+        del tensors["net.2.bias"]
+        manifest["weights_sha256"] = weights_sha256(tensors)
+        return manifest, tensors
+
+    with pytest.raises(PackageError, match=r"missing tensors \['net.2.bias'\]"):
+        ModelPackage.from_bytes(_rewrite(package.to_bytes(), drop_tensor))
+
+
+def test_model_not_matching_architecture_refused_at_creation():
+    model = build_model("mlp", {"n_features": 4, "n_outputs": 3, "hidden": [8]})
+    with pytest.raises(PackageError, match="tensor shapes do not fit"):
+        ModelPackage.from_model(
+            model, family="generic", architecture="mlp", hyperparameters=MLP_HP,
+            inputs={}, outputs={}, version="1", provenance={},
+        )
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("family", "astrology", "unknown model family 'astrology'"),
+        ("architecture", "transformer_xxl", "unknown architecture 'transformer_xxl'"),
+        ("format_version", 99, "format_version 99 is not supported"),
+    ],
+)
+def test_unknown_family_architecture_version_refused(key, value, match):
+    package = make_package()
+
+    def edit(manifest, tensors):
+        manifest[key] = value
+        return manifest, tensors
+
+    with pytest.raises(PackageError, match=match):
+        ModelPackage.from_bytes(_rewrite(package.to_bytes(), edit), source="edited")
+
+
+def test_known_families():
+    expected = {"photoz", "dia", "morphology", "embedding", "asteroid", "spectra", "generic"}
+    assert expected == set(KNOWN_FAMILIES)
+    with pytest.raises(PackageError, match="unknown model family"):
+        make_package(family="cosmology")
+
+
+def test_missing_file_and_non_package_files(tmp_path):
+    with pytest.raises(PackageError, match="does not exist"):
+        ModelPackage.load(tmp_path / "absent.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 4)
+    with pytest.raises(PackageError, match="too short"):
+        ModelPackage.load(junk)
+    junk.write_bytes(b"hello world, this is not safetensors")
+    with pytest.raises(PackageError, match="not a safetensors file"):
+        ModelPackage.load(junk)
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(PackageError, match="not a meas_ml model package"):
+        ModelPackage.load(plain)
+
+
+def test_pickle_payload_is_never_executed(tmp_path):
+    """A torch.save (pickle) file is refused without unpickling it."""
+    marker = tmp_path / "executed"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.safetensors"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(PackageError):
+        ModelPackage.load(path)
+    assert not marker.exists()
+
+
+def test_check_inputs():
+    package = make_package()
+    package.check_inputs(bands=("g", "r"), stamp_size=15)
+    with pytest.raises(PackageError, match=r"bands is \['g', 'r'\] in the package but \['g', 'r', 'i'\]"):
+        package.check_inputs(bands=["g", "r", "i"])
+    with pytest.raises(PackageError, match="stamp_size is 15 in the package but 31"):
+        package.check_inputs(stamp_size=31, bands=["g", "r"])
+    with pytest.raises(PackageError, match="'pixel_scale' is not in its input specification"):
+        package.check_inputs(pixel_scale=0.2)
+
+
+def test_non_json_manifest_values_refused():
+    with pytest.raises(PackageError, match="JSON-serialisable"):
+        make_package(inputs={"bands": {"g", "r"}})
+
+
+def test_cnn_package_with_buffers(tmp_path):
+    package = make_package("stamp_cnn", CNN_HP, family="morphology", name="morph-test")
+    assert any("running_mean" in k for k in package.state_dict)
+    package.save(tmp_path / "cnn.safetensors")
+    loaded = ModelPackage.load(tmp_path / "cnn.safetensors")
+    assert loaded.name == "morph-test" and loaded.family == "morphology"
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 15, 15)).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.build_model()(x), package.build_model()(x), rtol=0, atol=0)
