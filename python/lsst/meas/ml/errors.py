@@ -17,6 +17,7 @@ _USER_ERRORS = (
     ("lsst.meas.ml.packages", "PackageError"),
     ("lsst.meas.ml.alerts", "AlertError"),
     ("lsst.meas.ml.photoz.features", "FeatureError"),
+    ("lsst.meas.ml.dia.data", "DiaDataError"),
 )
 
 

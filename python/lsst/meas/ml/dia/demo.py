@@ -1,0 +1,49 @@
+"""The DIA classifier's part of ``make demo``: train on the survey, summarise scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from astropy.table import vstack
+
+from ..packages import ModelPackage
+from . import quality
+from .data import CLASS_NAMES
+from .train import DiaTrainConfig, butler_training_set, train_dia
+
+__all__ = ["summarize", "train_demo_package"]
+
+
+def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) -> ModelPackage:
+    """Train a DIA classifier on the survey's DIA sources and their truth labels."""
+    config = DiaTrainConfig(epochs=15, version="demo")
+    data = butler_training_set(butler, list(collections), stamp_size=config.stamp_size)
+    package, _ = train_dia(
+        data, config, provenance={"training_data": {"butler_collections": list(collections)}}
+    )
+    return package
+
+
+def summarize(butler: Any, collections: Any) -> list[str]:
+    """One-line quality figures of ``ml_dia_scores`` against ``truth_dia_source``."""
+    refs = list(butler.query_datasets("ml_dia_scores", collections=collections, explain=False))
+    if not refs:
+        return ["ml_dia_scores: none written"]
+    scores, truth = [], []
+    for ref in refs:
+        scores.append(butler.get(ref))
+        truth.append(butler.get("truth_dia_source", ref.dataId, collections=collections))
+    s = vstack(scores, metadata_conflicts="silent")
+    t = vstack(truth, metadata_conflicts="silent")
+    label = dict(zip(np.asarray(t["diaSourceId"]).tolist(), [str(v) for v in t["label"]], strict=True))
+    truth_label = np.array([label.get(i, "") for i in np.asarray(s["diaSourceId"]).tolist()])
+    ok = np.isin(truth_label, CLASS_NAMES) & (s["ml_class"] != "")
+    real = truth_label[ok] != "artifact"
+    auc = quality.roc_auc(np.asarray(s["ml_reliability"])[ok], real)
+    acc = quality.accuracy(np.asarray(s["ml_class"])[ok], truth_label[ok])
+    return [
+        f"ml_dia_scores: {len(s)} DIA sources, {int(ok.sum())} scored with truth; real/bogus ROC AUC "
+        f"{auc:.3f}, class accuracy {acc:.3f}; flagged {int((np.asarray(s['flags']) != 0).sum())}"
+    ]

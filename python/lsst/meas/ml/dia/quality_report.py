@@ -1,0 +1,123 @@
+"""Quality report of a DIA classifier package (``meas-ml quality dia``).
+
+* held-out simulated stamps (a Butler collection, e.g. detectors or visits
+  not used in training, chosen with ``where``): ROC AUC, purity and
+  completeness at the package's threshold, class accuracy;
+* real ZTF stamps: the same against ZTF's ``drb >= 0.5`` (by default only
+  the alerts held out of training, ``candid % 3 == 0``);
+* real Rubin alerts: agreement with Rubin's own ``reliability``.
+
+Every figure is given for a single forward pass and for the average over
+the eight rotations/flips, which is the accuracy side of the latency choice
+measured by ``meas-ml bench dia``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..alerts import read_alerts
+from ..engine import InferenceEngine
+from ..packages import ModelPackage
+from . import quality
+from .alert_scoring import score_alerts
+from .scoring import predict_probabilities
+from .train import TrainingSet, alert_training_set, butler_training_set, evaluate
+
+__all__ = ["quality_report", "rotation_spread"]
+
+
+def rotation_spread(package: ModelPackage, x: np.ndarray, engine: InferenceEngine) -> dict[str, float]:
+    """How much a single forward pass depends on the orientation of the stamp.
+
+    For each stamp, the range (max - min) of the reliability over its eight
+    rotations/flips; returns its mean, 99th percentile and maximum, and the
+    fraction of stamps whose decision at the package threshold changes.
+    Zero for a model that is invariant by construction.
+    """
+    threshold = float(package.outputs.get("threshold", 0.5))
+    rel = []
+    for flip in (False, True):
+        base = x[..., ::-1] if flip else x
+        for k in range(4):
+            t = np.ascontiguousarray(np.rot90(base, k, axes=(-2, -1)))
+            rel.append(1.0 - predict_probabilities(package, t, engine, average=False)[:, -1])
+    r = np.stack(rel)
+    spread = r.max(axis=0) - r.min(axis=0)
+    flips = ((r >= threshold).any(axis=0) & (r < threshold).any(axis=0)).mean()
+    return {
+        "mean": float(spread.mean()),
+        "p99": float(np.percentile(spread, 99)),
+        "max": float(spread.max()),
+        "decision_changes": float(flips),
+    }
+
+
+def quality_report(
+    package: ModelPackage,
+    *,
+    butler: Any = None,
+    collections: Sequence[str] | None = None,
+    where: str = "",
+    ztf: Sequence[str] = (),
+    ztf_split: str = "holdout",
+    rubin: Sequence[str] = (),
+    simulated: TrainingSet | None = None,
+    engine: InferenceEngine | None = None,
+) -> dict[str, Any]:
+    """Compute the quality report (see the module documentation).
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The DIA classifier.
+    butler, collections, where
+        Held-out simulated detectors from a repository (optional).
+    ztf, ztf_split
+        ZTF alert files and which part of them to score.
+    rubin
+        Rubin alert files (agreement with their ``reliability``).
+    simulated : `TrainingSet`, optional
+        Held-out labelled stamps given directly (e.g. `survey_training_set`
+        of a survey simulated with a seed not used in training).
+    engine : `~lsst.meas.ml.engine.InferenceEngine`, optional
+        The engine.
+    """
+    engine = engine or InferenceEngine()
+    size = int(package.inputs["stamp_size"])
+    threshold = float(package.outputs.get("threshold", 0.5))
+    report: dict[str, Any] = {
+        "model": f"{package.name} {package.version}",
+        "sha256": package.sha256,
+        "symmetric_model": bool(package.hyperparameters.get("symmetric", False)),
+        "threshold": threshold,
+    }
+    modes = {"single_pass": False, "dihedral8": True}
+    if butler is not None:
+        simulated = butler_training_set(butler, list(collections or []), stamp_size=size, where=where)
+    if simulated is not None:
+        report["simulated"] = {
+            mode: evaluate(package, simulated, engine=engine, average=avg, threshold=threshold)["sim"]
+            for mode, avg in modes.items()
+        }
+        report["simulated"]["rotation_spread"] = rotation_spread(package, simulated.x, engine)
+    if ztf:
+        data = alert_training_set(ztf, stamp_size=size, real_min=0.5, bogus_max=0.5, split=ztf_split)
+        report["ztf_split"] = ztf_split
+        report["ztf_vs_drb"] = {
+            mode: evaluate(package, data, engine=engine, average=avg, threshold=threshold)["ztf"]
+            for mode, avg in modes.items()
+        }
+    if rubin:
+        records = [r for path in rubin for r in read_alerts(path)]
+        out = {}
+        for mode, avg in modes.items():
+            table = score_alerts(records, package, engine=engine, dihedral="always" if avg else "never")
+            agree = quality.agreement(np.asarray(table["ml_reliability"]), np.asarray(table["reference_score"]))
+            agree["n_not_scored"] = float((table["ml_class"] == "").sum())
+            out[mode] = agree
+        report["rubin_vs_reliability"] = out
+    return report
