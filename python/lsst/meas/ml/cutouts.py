@@ -12,10 +12,16 @@ Coordinates are parent-frame pixels; integers are pixel centres; a stamp of
 size ``S`` around ``(x, y)`` covers ``Box.from_center(x, y, S)``, i.e. it
 is centred on pixel ``(round(x), round(y))`` (halves round up).
 
-Implementation note: for stamps that lie inside the image a plain loop of
-slice copies is used; it was measured (``meas-ml bench core``) faster than
-gathering all stamps with one NumPy fancy-indexing expression, whose index
-arrays cost more memory traffic than the pixels themselves.
+Implementation note: stamps that lie inside the image are gathered by
+NumPy fancy indexing of a sliding-window view of each plane (one C loop per
+chunk and plane, no Python loop over stamps), in chunks small enough to stay
+in the CPU cache, so that the NaN and mask-bit tests and the cast to float32
+read the gathered pixels from the cache instead of making extra passes over
+the output; the stamps are gathered in order of their position in the image,
+which keeps the reads local.  Only the few stamps crossing the image edge
+are cut one by one.  ``meas-ml bench core --only cutouts`` measures
+this against a copy of the same bytes and against the alternatives (a loop of
+slice copies, one fancy-indexing expression per plane).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .images import Box, Exposure, ImageError
 
@@ -38,6 +45,9 @@ __all__ = [
     "stamp_boxes",
     "variance_normalise",
 ]
+
+#: Bytes of one plane's gathered stamps per chunk (fits in a core's L2 cache).
+_CHUNK_BYTES = 1 << 19
 
 #: ``reader(box) -> Exposure | Sequence[np.ndarray]``: the planes of a
 #: parent-frame sub-box (e.g. a Butler ``get`` with a ``bbox`` parameter).
@@ -249,59 +259,46 @@ def cut_stamps(
         c: np.empty((n, size, size), dtype=plane_list[c].dtype) for c in range(n_planes) if is_int[c]
     }
     missing = np.zeros((n, size, size), dtype=bool)
+    bad = np.zeros((n, size, size), dtype=bool)
 
     # Local (array) corners.
     lx0 = sx0 - image_box.x0
     ly0 = sy0 - image_box.y0
     inside = finite & (lx0 >= 0) & (ly0 >= 0) & (lx0 + size <= width) & (ly0 + size <= height)
 
-    float_targets = [(c, plane_list[c]) for c in range(n_planes) if not is_int[c]]
-    int_targets = [(int_stamps[c], plane_list[c]) for c in range(n_planes) if is_int[c]]
-    for i in np.flatnonzero(inside).tolist():
-        r0, c0 = int(ly0[i]), int(lx0[i])
-        rows, cols = slice(r0, r0 + size), slice(c0, c0 + size)
-        for c, plane in float_targets:
-            data[i, c] = plane[rows, cols]
-        for target, plane in int_targets:
-            target[i] = plane[rows, cols]
+    inner = np.flatnonzero(inside)
+    if len(inner):
+        _gather_inside(plane_list, is_int, inner, lx0, ly0, width, size, bits, data, int_stamps, bad)
 
-    for i in np.flatnonzero(~inside).tolist():
-        data[i] = fill
-        missing[i] = True
-        for target in int_stamps.values():
-            target[i] = 0
-        if not finite[i]:
-            continue
-        stamp = Box(int(sx0[i]), int(sy0[i]), size, size)
-        overlap = stamp.intersection(image_box)
-        if overlap.is_empty:
-            continue
-        src = image_box.local_slices(overlap)
-        dst = stamp.local_slices(overlap)
-        for c, plane in float_targets:
-            data[i, c][dst] = plane[src]
-        for target, plane in int_targets:
-            target[i][dst] = plane[src]
-        missing[i][dst] = False
-
-    bad = np.zeros((n, size, size), dtype=bool)
-    for c in range(n_planes):
-        if is_int[c]:
-            ints = int_stamps[c]
-            data[:, c] = ints
-            if bits and n:
-                # Per-pixel test only in stamps where any pixel has a bad bit.
-                hit = (np.bitwise_or.reduce(ints.reshape(n, size * size), axis=1) & bits) != 0
-                _or_where(bad, hit, lambda sel, ints=ints: (ints[sel] & bits) != 0)
-        elif n:
-            # np.maximum propagates NaN: one fast (SIMD) reduction finds the
-            # stamps that hold any NaN; only those are tested pixel by pixel.
-            plane = data[:, c]
-            suspect = np.isnan(np.maximum.reduce(plane.reshape(n, size * size), axis=1))
-            _or_where(bad, suspect, lambda sel, plane=plane: np.isnan(plane[sel]))
     edge_idx = np.flatnonzero(~inside)
     if len(edge_idx):
-        bad[edge_idx] &= ~missing[edge_idx]
+        # Stamps crossing the image edge: fill, then copy the overlap (few stamps).
+        data[edge_idx] = fill
+        missing[edge_idx] = True
+        for target in int_stamps.values():
+            target[edge_idx] = 0
+        c0, c1 = np.clip(lx0, 0, width), np.clip(lx0 + size, 0, width)
+        r0, r1 = np.clip(ly0, 0, height), np.clip(ly0 + size, 0, height)
+        overlaps = edge_idx[finite[edge_idx] & (c1[edge_idx] > c0[edge_idx]) & (r1[edge_idx] > r0[edge_idx])]
+        for i in overlaps.tolist():
+            src = slice(int(r0[i]), int(r1[i])), slice(int(c0[i]), int(c1[i]))
+            dst = (
+                slice(int(r0[i] - ly0[i]), int(r1[i] - ly0[i])),
+                slice(int(c0[i] - lx0[i]), int(c1[i] - lx0[i])),
+            )
+            for c, plane in enumerate(plane_list):
+                target = int_stamps[c] if is_int[c] else data[:, c]
+                target[i][dst] = plane[src]
+            missing[i][dst] = False
+        edge_bad = np.zeros((len(edge_idx), size, size), dtype=bool)
+        for c in range(n_planes):
+            if is_int[c]:
+                data[edge_idx, c] = int_stamps[c][edge_idx]  # 0 off the image, like the mask
+                if bits:
+                    edge_bad |= (int_stamps[c][edge_idx] & bits) != 0
+            else:
+                edge_bad |= np.isnan(data[edge_idx, c])
+        bad[edge_idx] = edge_bad & ~missing[edge_idx]
 
     cx = np.where(finite, np.floor(np.where(finite, x, 0) + 0.5), 0).astype(np.int64)
     cy = np.where(finite, np.floor(np.where(finite, y, 0) + 0.5), 0).astype(np.int64)
@@ -321,15 +318,59 @@ def cut_stamps(
     )
 
 
-def _or_where(bad: np.ndarray, which: np.ndarray, test: Callable[[Any], np.ndarray]) -> None:
-    """``bad[which] |= test(which)``, on all stamps at once when most are concerned."""
-    count = int(which.sum())
-    if count == 0:
-        return
-    if count > len(which) // 4:
-        bad |= test(slice(None))
-    else:
-        bad[which] |= test(which)
+def _gather_inside(
+    plane_list: Sequence[np.ndarray],
+    is_int: Sequence[bool],
+    inner: np.ndarray,
+    lx0: np.ndarray,
+    ly0: np.ndarray,
+    width: int,
+    size: int,
+    bits: int,
+    data: np.ndarray,
+    int_stamps: dict[int, np.ndarray],
+    bad: np.ndarray,
+) -> None:
+    """Fill ``data``, ``int_stamps`` and ``bad`` for the stamps ``inner`` that lie inside the planes.
+
+    The stamps are taken in order of their position in the planes, in
+    chunks whose pixels stay in the cache while they are tested (NaN in float
+    planes, ``bits`` in integer planes) and stored.
+    """
+    order = inner[np.argsort(ly0[inner] * width + lx0[inner], kind="stable")]
+    # Sliding-window views: windows[c][r, c0] is the stamp with corner (r, c0).
+    windows = [
+        as_strided(
+            p, (p.shape[0] - size + 1, p.shape[1] - size + 1, size, size), p.strides * 2, writeable=False
+        )
+        for p in plane_list
+    ]
+    channels = [data[:, c] for c in range(len(plane_list))]
+    itemsize = max(p.dtype.itemsize for p in plane_list)
+    step = max(1, _CHUNK_BYTES // (size * size * itemsize))
+    for start in range(0, len(order), step):
+        sel = order[start : start + step]
+        rows, cols = ly0[sel], lx0[sel]
+        part: np.ndarray | None = None  # bad pixels of this chunk, once any is found
+        for c, window in enumerate(windows):
+            stamps = window[rows, cols]
+            if is_int[c]:
+                int_stamps[c][sel] = stamps
+                # Cast in the cache (a fast contiguous loop), not while scattering.
+                channels[c][sel] = stamps.astype(np.float32)
+                if bits:
+                    flagged = (stamps & bits) != 0
+                    if flagged.any():
+                        part = flagged if part is None else np.logical_or(part, flagged, out=part)
+            else:
+                channels[c][sel] = stamps
+                # np.maximum propagates NaN: one fast (SIMD) reduction tells
+                # whether the chunk holds any NaN; only then is it tested pixel by pixel.
+                if np.isnan(np.maximum.reduce(stamps, axis=None)):
+                    nan = np.isnan(stamps)
+                    part = nan if part is None else np.logical_or(part, nan, out=part)
+        if part is not None:
+            bad[sel] = part
 
 
 def asinh_stretch(

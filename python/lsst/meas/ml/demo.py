@@ -123,7 +123,12 @@ def run_demo(repo: str | os.PathLike, *, size: str = "default", fresh: bool = Fa
     # 3. pipetask run.
     t0 = time.perf_counter()
     pipeline = pipeline_path()
-    outputs_exist = bool(list(butler.registry.queryCollections(OUTPUT_COLLECTION)))
+    from lsst.daf.butler import MissingCollectionError
+
+    try:
+        outputs_exist = bool(butler.collections.query(OUTPUT_COLLECTION))
+    except MissingCollectionError:
+        outputs_exist = False
     del butler
     cmd = [
         str(Path(sys.executable).with_name("pipetask")),
@@ -155,12 +160,14 @@ def run_demo(repo: str | os.PathLike, *, size: str = "default", fresh: bool = Fa
     butler = Butler.from_config(str(repo))
     _say("")
     _say(f"=== meas_ml demo: outputs in {repo}, collection {OUTPUT_COLLECTION} ===")
-    counts: dict[str, int] = {}
-    for ref in butler.query_datasets(..., collections=OUTPUT_COLLECTION, find_first=False, explain=False):
-        if ref.datasetType.name.startswith("ml_") and not ref.datasetType.name.startswith("ml_model_"):
-            counts[ref.datasetType.name] = counts.get(ref.datasetType.name, 0) + 1
-    for name, count in sorted(counts.items()):
-        _say(f"  {name}: {count} dataset(s)")
+    for dataset_type in sorted(butler.registry.queryDatasetTypes("ml_*"), key=lambda d: d.name):
+        if dataset_type.name.startswith("ml_model_"):
+            continue
+        refs = butler.query_datasets(dataset_type, collections=OUTPUT_COLLECTION, explain=False)
+        if refs:
+            uri = butler.getURI(refs[0])
+            _say(f"  {dataset_type.name} ({dataset_type.storageClass_name}, per "
+                 f"{', '.join(dataset_type.dimensions.required)}): {len(refs)} dataset(s), e.g. {uri.ospath}")
     for family in DEMO_FAMILIES:
         for line in _family_module(family).summarize(butler, OUTPUT_COLLECTION):
             _say(f"  {line}")
