@@ -32,3 +32,16 @@ def simple_wcs():
     wcs.wcs.crval = [150.0, 2.0]
     wcs.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
     return wcs
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory):
+    """A tiny simulated-survey repository, built once per test session.
+
+    Tests that write to it use their own output collections.
+    """
+    from lsst.meas.ml.simulate import SurveyConfig, build_repo
+
+    root = tmp_path_factory.mktemp("tiny") / "repo"
+    build_repo(root, SurveyConfig.tiny())
+    return root

@@ -1,0 +1,53 @@
+"""`bps submit` with Parsl runs a meas_ml pipeline on the simulated survey."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bps_submit_with_parsl(tiny_repo, tmp_path):
+    from lsst.daf.butler import Butler
+
+    from lsst.meas.ml.packages import ModelPackage
+    from lsst.meas.ml.registration import register_package
+
+    bindir = Path(sys.executable).parent
+    if not (bindir / "bps").exists():
+        pytest.skip("bps is not installed in this environment")
+    butler = Butler.from_config(str(tiny_repo), writeable=True)
+    package = ModelPackage.load(ROOT / "python/lsst/meas/ml/data/dia_default.safetensors")
+    _, run = register_package(butler, package, run="models/dia/bps-test")
+    del butler
+    config = tmp_path / "bps.yaml"
+    text = (ROOT / "pipelines/bps/bps_parsl_local.yaml").read_text()
+    config.write_text(text.replace("DemoPipeline.yaml", "dia.yaml"))
+    venv = bindir.parent
+    env = dict(
+        os.environ,
+        CTRL_MPEXEC_DIR=str(venv),
+        DAF_BUTLER_DIR=str(venv),
+        MEAS_ML_DIR=str(ROOT),
+        PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    proc = subprocess.run(
+        [str(bindir / "bps"), "submit", str(config), "-b", str(tiny_repo),
+         "-i", f"MLSim/defaults,{run}", "-o", "u/test/bps"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    butler = Butler.from_config(str(tiny_repo))
+    refs = butler.query_datasets("ml_dia_scores", collections="u/test/bps", explain=False)
+    inputs = butler.query_datasets("dia_source_detector", collections="MLSim/defaults", explain=False)
+    assert len(refs) == len(inputs) > 0
+    table = butler.get(refs[0])
+    assert "ml_reliability" in table.colnames
+    shutil.rmtree(tmp_path / "submit", ignore_errors=True)
