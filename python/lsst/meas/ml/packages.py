@@ -385,6 +385,10 @@ class ModelPackage:
         try:
             with os.fdopen(fd, "wb") as stream:
                 stream.write(data)
+            # mkstemp creates 0600; give the file the usual umask-based mode.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -1,0 +1,181 @@
+"""Multiple-bin regression network for photometric redshifts (MBRNN).
+
+After Lee & Shin (2021, AJ 162, 297): redshift estimation as classification
+over many redshift bins, so the softmax output is a binned PDF.  The
+module here is an ensemble of ``n_members`` such multi-layer perceptrons
+whose PDFs are averaged; it takes the raw flux array of
+`lsst.meas.ml.photoz.features.PhotozColumns.extract` and builds its own
+features (`lsst.meas.ml.photoz.features.flux_features`), so a model package
+holds everything needed to go from fluxes to PDFs:
+
+* buffers ``softening`` (asinh softening per band, nJy), ``feature_mean``
+  and ``feature_std`` (standardisation), ``temperature`` (PDF calibration
+  fitted on validation data);
+* buffers ``embed_mean``, ``embed_precision`` and ``ood_scale`` for the
+  out-of-distribution score (after Lee & Shin 2022, objects unlike the
+  spectroscopic training set are flagged): the Mahalanobis distance of an
+  object's last hidden layer from the training set's, averaged over members
+  and divided by its 99th percentile on the training set, so a score above
+  one is rarer than 1 in 100 training galaxies.
+
+``forward`` returns ``(pdf, ood_score)``: ``pdf`` of shape
+``(N, n_bins)`` (rows sum to one) and ``ood_score`` of shape ``(N,)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import register_architecture
+
+__all__ = ["MBRNN", "mbrnn"]
+
+
+class _Member(nn.Module):
+    """One MLP of the ensemble: a trunk giving an embedding, a linear head giving bin logits."""
+
+    def __init__(self, n_features: int, n_bins: int, hidden: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = n_features
+        for width in hidden:
+            layers += [nn.Linear(previous, int(width)), nn.GELU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(float(dropout)))
+            previous = int(width)
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(previous, n_bins)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.trunk(features)
+        return self.head(embedding), embedding
+
+
+class MBRNN(nn.Module):
+    """Ensemble of multiple-bin regression networks over flux inputs.
+
+    Parameters
+    ----------
+    n_bands : `int`
+        Number of bands of the input fluxes.
+    n_bins : `int`
+        Number of redshift bins (uniform between ``z_min`` and ``z_max``).
+    z_min, z_max : `float`
+        Redshift range of the bins.
+    hidden : `~collections.abc.Sequence` [`int`]
+        Widths of the hidden layers of each member.
+    n_members : `int`
+        Ensemble size.
+    use_ebv : `bool`
+        Whether the inputs carry an E(B-V) column.
+    dropout : `float`
+        Dropout after each hidden layer while training.
+    """
+
+    def __init__(
+        self,
+        n_bands: int = 6,
+        n_bins: int = 150,
+        z_min: float = 0.0,
+        z_max: float = 3.0,
+        hidden: Sequence[int] = (128, 128, 128),
+        n_members: int = 1,
+        use_ebv: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        from ..photoz.features import n_features
+
+        if n_bins < 2 or n_members < 1 or n_bands < 1 or not z_max > z_min:
+            raise ValueError(
+                f"Invalid MBRNN settings: n_bands={n_bands}, n_bins={n_bins}, n_members={n_members}, "
+                f"z range [{z_min}, {z_max}]."
+            )
+        self.n_bands = int(n_bands)
+        self.n_bins = int(n_bins)
+        self.z_min = float(z_min)
+        self.z_max = float(z_max)
+        self.use_ebv = bool(use_ebv)
+        self.n_inputs = 2 * self.n_bands + (1 if self.use_ebv else 0)
+        self.n_features = n_features(self.n_bands, self.use_ebv)
+        self.embed_dim = int(hidden[-1]) if len(hidden) else self.n_features
+        self.members = nn.ModuleList(
+            [_Member(self.n_features, self.n_bins, hidden, dropout) for _ in range(int(n_members))]
+        )
+        self.register_buffer("softening", torch.ones(self.n_bands))
+        self.register_buffer("feature_mean", torch.zeros(self.n_features))
+        self.register_buffer("feature_std", torch.ones(self.n_features))
+        self.register_buffer("temperature", torch.ones(1))
+        self.register_buffer("embed_mean", torch.zeros(int(n_members), self.embed_dim))
+        self.register_buffer(
+            "embed_precision", torch.eye(self.embed_dim).repeat(int(n_members), 1, 1)
+        )
+        self.register_buffer("ood_scale", torch.ones(1))
+
+    @property
+    def bin_edges(self) -> torch.Tensor:
+        """The ``n_bins + 1`` redshift bin edges."""
+        return torch.linspace(self.z_min, self.z_max, self.n_bins + 1)
+
+    def raw_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Unstandardised features of the raw flux array."""
+        from ..photoz.features import flux_features
+
+        if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
+            raise ValueError(
+                f"MBRNN expects inputs of shape (N, {self.n_inputs}) "
+                f"(fluxes, flux errors{', E(B-V)' if self.use_ebv else ''} for {self.n_bands} bands), "
+                f"got {tuple(inputs.shape)}."
+            )
+        return flux_features(inputs, self.softening, self.n_bands, self.use_ebv)
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardise raw features with the training-set statistics."""
+        return (features - self.feature_mean) / self.feature_std
+
+    def member_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(M, N, n_bins)`` and embeddings ``(M, N, H)`` of every member."""
+        features = self.standardise(self.raw_features(inputs))
+        logits, embeddings = zip(*(member(features) for member in self.members))
+        return torch.stack(logits), torch.stack(embeddings)
+
+    def pdf_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Ensemble PDF from member logits (temperature-scaled softmax, averaged)."""
+        return torch.softmax(logits.float() / self.temperature, dim=-1).mean(dim=0)
+
+    def ood_distance(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance from the training embeddings, averaged over members."""
+        centred = embeddings.float() - self.embed_mean[:, None, :]
+        d2 = torch.einsum("mnh,mhk,mnk->mn", centred, self.embed_precision, centred)
+        return torch.sqrt(d2.clamp_min(0.0)).mean(dim=0)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, embeddings = self.member_outputs(inputs)
+        return self.pdf_from_logits(logits), self.ood_distance(embeddings) / self.ood_scale
+
+
+@register_architecture("mbrnn")
+def mbrnn(
+    n_bands: int = 6,
+    n_bins: int = 150,
+    z_min: float = 0.0,
+    z_max: float = 3.0,
+    hidden: Sequence[int] = (128, 128, 128),
+    n_members: int = 1,
+    use_ebv: bool = False,
+    dropout: float = 0.0,
+) -> MBRNN:
+    """Build an `MBRNN` ensemble (see its parameters)."""
+    return MBRNN(
+        n_bands=n_bands,
+        n_bins=n_bins,
+        z_min=z_min,
+        z_max=z_max,
+        hidden=tuple(hidden),
+        n_members=n_members,
+        use_ebv=use_ebv,
+        dropout=dropout,
+    )

@@ -1,0 +1,349 @@
+"""Photometric-redshift inputs: flux columns of a table and the features built from them.
+
+Two steps, kept apart so the model package is self-contained:
+
+1. `PhotozColumns.extract` reads fluxes and flux errors (nJy) and,
+   optionally, E(B-V) from any table (astropy, pandas, pyarrow or a dict of
+   arrays) into one float32 array laid out as
+   ``[flux_1 .. flux_B, fluxErr_1 .. fluxErr_B (, ebv)]``.  Rows are never
+   dropped: NaN, zero and negative fluxes pass through unchanged.
+2. `flux_features` (used inside the network, so packages need nothing but
+   that raw array) turns them into asinh magnitudes, adjacent colours,
+   log magnitude errors and a missing-band indicator per band.  Asinh
+   magnitudes (Lupton, Gunn & Szalay 1999) are finite for zero and negative
+   fluxes; a band whose flux or error is NaN, infinite, or whose error is not
+   positive is *missing*: its magnitude is set to the softening limit, its
+   error to a large value and its indicator to one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DEFAULT_BANDS",
+    "DEFAULT_FLUX_ERR_TEMPLATE",
+    "DEFAULT_FLUX_TEMPLATE",
+    "FeatureError",
+    "MISSING_BAND_MODES",
+    "PhotozColumns",
+    "PhotozInputError",
+    "ZEROPOINT_NJY",
+    "asinh_magnitude",
+    "flux_table_from_magnitudes",
+    "flux_features",
+    "magnitudes_to_fluxes",
+    "missing_mask",
+    "n_features",
+]
+
+#: Bands used when none are given.
+DEFAULT_BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
+#: Column-name templates of Rubin object tables.
+DEFAULT_FLUX_TEMPLATE = "{band}_cModelFlux"
+DEFAULT_FLUX_ERR_TEMPLATE = "{band}_cModelFluxErr"
+#: AB zero point of fluxes in nJy: m = 31.4 - 2.5 log10(f / nJy).
+ZEROPOINT_NJY = 31.4
+#: What to do when a band's columns are absent from a table.
+MISSING_BAND_MODES = ("error", "missing")
+
+_POGSON = 2.5 / math.log(10.0)
+#: Magnitude error used for a missing band before the log.
+_MISSING_MAG_ERR = 10.0
+
+
+class FeatureError(ValueError):
+    """Base of the photo-z input errors reported to users without a traceback."""
+
+
+class PhotozInputError(FeatureError):
+    """Raised for a table that lacks the columns a photo-z model needs."""
+
+
+def _column_names(table: Any) -> list[str]:
+    if hasattr(table, "colnames"):  # astropy
+        return list(table.colnames)
+    if hasattr(table, "column_names"):  # pyarrow
+        return list(table.column_names)
+    if hasattr(table, "columns"):  # pandas
+        return [str(c) for c in table.columns]
+    if isinstance(table, Mapping):
+        return list(table.keys())
+    raise TypeError(f"Cannot read columns from a {type(table).__name__}; pass an astropy, pandas or Arrow table.")
+
+
+def _column(table: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
+    col = table[name]
+    if hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
+        try:
+            col = col.to_numpy(zero_copy_only=False)  # pyarrow
+        except TypeError:
+            col = col.to_numpy()  # pandas
+    if dtype is None:
+        return np.asarray(col)
+    if hasattr(col, "filled"):  # masked astropy column
+        col = col.astype(dtype).filled(np.nan)
+    return np.asarray(col, dtype=dtype)
+
+
+def _n_rows(table: Any) -> int:
+    if hasattr(table, "num_rows"):
+        return int(table.num_rows)
+    if isinstance(table, Mapping):
+        return len(next(iter(table.values()))) if table else 0
+    return len(table)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotozColumns:
+    """Names of the table columns a photo-z model reads.
+
+    Parameters
+    ----------
+    bands : `tuple` [`str`]
+        Bands in wavelength order (colours are taken between neighbours).
+    flux_template, flux_err_template : `str`
+        Column-name templates with a ``{band}`` field; fluxes in nJy.
+    ebv_column : `str`, optional
+        Column of Galactic E(B-V); `None` for no extinction feature.
+    id_column : `str`
+        Object identifier column.
+    missing_band : `str`
+        ``"error"`` (default): a band whose columns are absent raises
+        `PhotozInputError` naming them.  ``"missing"``: such a band is
+        treated as not observed for every row (NaN flux) and flagged.
+    """
+
+    bands: tuple[str, ...] = DEFAULT_BANDS
+    flux_template: str = DEFAULT_FLUX_TEMPLATE
+    flux_err_template: str = DEFAULT_FLUX_ERR_TEMPLATE
+    ebv_column: str | None = None
+    id_column: str = "objectId"
+    missing_band: str = "error"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", tuple(self.bands))
+        if not self.bands:
+            raise PhotozInputError("At least one band is needed.")
+        if len(set(self.bands)) != len(self.bands):
+            raise PhotozInputError(f"Bands {self.bands} contain duplicates.")
+        for template in (self.flux_template, self.flux_err_template):
+            if "{band}" not in template:
+                raise PhotozInputError(f"Column template {template!r} lacks the '{{band}}' field.")
+        if self.missing_band not in MISSING_BAND_MODES:
+            raise PhotozInputError(
+                f"missing_band must be one of {MISSING_BAND_MODES}, got {self.missing_band!r}."
+            )
+
+    @property
+    def flux_columns(self) -> list[str]:
+        return [self.flux_template.format(band=b) for b in self.bands]
+
+    @property
+    def flux_err_columns(self) -> list[str]:
+        return [self.flux_err_template.format(band=b) for b in self.bands]
+
+    @property
+    def n_inputs(self) -> int:
+        """Width of the array `extract` returns."""
+        return 2 * len(self.bands) + (1 if self.ebv_column else 0)
+
+    def columns(self, *, with_id: bool = True) -> list[str]:
+        """All columns to read from a table (for column-selective reads)."""
+        names = ([self.id_column] if with_id else []) + self.flux_columns + self.flux_err_columns
+        if self.ebv_column:
+            names.append(self.ebv_column)
+        return names
+
+    def absent_bands(self, available: Sequence[str]) -> list[str]:
+        """Bands whose flux or flux-error column is not in ``available``."""
+        have = set(available)
+        return [
+            b
+            for b, f, e in zip(self.bands, self.flux_columns, self.flux_err_columns)
+            if f not in have or e not in have
+        ]
+
+    def extract(self, table: Any) -> np.ndarray:
+        """Read the model input array from ``table``.
+
+        Returns
+        -------
+        inputs : `numpy.ndarray`, (N, `n_inputs`), float32
+            Fluxes, flux errors (nJy) and E(B-V); absent values are NaN.
+
+        Raises
+        ------
+        PhotozInputError
+            If a band's columns are absent and ``missing_band="error"``, or
+            the E(B-V) column is absent.
+        """
+        names = _column_names(table)
+        absent = self.absent_bands(names)
+        if absent and self.missing_band == "error":
+            missing_cols = [
+                c
+                for b in absent
+                for c in (self.flux_template.format(band=b), self.flux_err_template.format(band=b))
+                if c not in names
+            ]
+            raise PhotozInputError(
+                f"The input table lacks the columns {missing_cols} for band(s) {absent}. Check "
+                f"--flux-template/--flux-err-template (now {self.flux_template!r}, "
+                f"{self.flux_err_template!r}) and --bands, or use the missing-band mode "
+                "(--missing-band missing / config missingBand='missing') to treat them as not observed."
+            )
+        if self.ebv_column and self.ebv_column not in names:
+            raise PhotozInputError(
+                f"The input table lacks the E(B-V) column {self.ebv_column!r} the model was trained with."
+            )
+        n = _n_rows(table)
+        out = np.full((n, self.n_inputs), np.nan, dtype=np.float32)
+        nb = len(self.bands)
+        for k, band in enumerate(self.bands):
+            if band in absent:
+                continue
+            out[:, k] = _column(table, self.flux_columns[k])
+            out[:, nb + k] = _column(table, self.flux_err_columns[k])
+        if self.ebv_column:
+            out[:, 2 * nb] = _column(table, self.ebv_column)
+        return out
+
+
+def magnitudes_to_fluxes(
+    mag: np.ndarray,
+    mag_err: np.ndarray,
+    *,
+    zeropoint: float = ZEROPOINT_NJY,
+    limit: float = 40.0,
+    nondetection_limit_in_error: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Convert AB magnitudes and errors to fluxes and errors in nJy.
+
+    Parameters
+    ----------
+    mag, mag_err : `numpy.ndarray`
+        Magnitudes and their errors.  Catalogues mark non-detections with a
+        magnitude of 99 (anything ``>= limit`` or not finite).
+    zeropoint : `float`
+        Zero point of the fluxes (31.4 for nJy).
+    limit : `float`
+        Magnitudes at or above this are non-detections.
+    nondetection_limit_in_error : `bool`
+        If true, a non-detection whose error column holds a magnitude
+        (between 15 and ``limit``, as in the DESC cosmoDC2 test files) becomes
+        a measured zero flux with that 1-sigma limit as its error, which keeps
+        the information that the object is faint in that band.  Otherwise
+        non-detections become NaN, i.e. a missing band.
+    """
+    mag = np.asarray(mag, dtype=np.float64)
+    mag_err = np.asarray(mag_err, dtype=np.float64)
+    nondet = ~np.isfinite(mag) | (mag >= limit)
+    bad = nondet | ~np.isfinite(mag_err) | (mag_err <= 0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        flux = 10.0 ** ((zeropoint - mag) / 2.5)
+        err = flux * mag_err / _POGSON
+        flux[bad] = np.nan
+        err[bad] = np.nan
+        if nondetection_limit_in_error:
+            limit_given = nondet & np.isfinite(mag_err) & (mag_err > 15.0) & (mag_err < limit)
+            flux[limit_given] = 0.0
+            err[limit_given] = 10.0 ** ((zeropoint - mag_err[limit_given]) / 2.5)
+    return flux, err
+
+
+def flux_table_from_magnitudes(
+    table: Any,
+    bands: Sequence[str],
+    mag_template: str,
+    mag_err_template: str,
+    *,
+    flux_template: str = DEFAULT_FLUX_TEMPLATE,
+    flux_err_template: str = DEFAULT_FLUX_ERR_TEMPLATE,
+    keep: Sequence[str] = (),
+) -> Any:
+    """An astropy table of nJy fluxes from a table of AB magnitudes.
+
+    Non-detections (magnitude 99) whose error column holds a limiting
+    magnitude become zero fluxes with that limit as 1-sigma error (see
+    `magnitudes_to_fluxes`); columns named in ``keep`` are copied.
+    """
+    from astropy.table import Table
+
+    names = _column_names(table)
+    out = Table()
+    for name in keep:
+        if name in names:
+            out[name] = _column(table, name, dtype=None)
+    for band in bands:
+        m_col, e_col = mag_template.format(band=band), mag_err_template.format(band=band)
+        if m_col not in names or e_col not in names:
+            raise PhotozInputError(
+                f"The input table lacks the magnitude columns {[c for c in (m_col, e_col) if c not in names]} "
+                f"for band {band!r}; check --flux-template/--flux-err-template and --bands."
+            )
+        flux, err = magnitudes_to_fluxes(_column(table, m_col), _column(table, e_col), nondetection_limit_in_error=True)
+        out[flux_template.format(band=band)] = flux
+        out[flux_err_template.format(band=band)] = err
+    return out
+
+
+def missing_mask(flux: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """True where a band cannot be used: NaN/inf flux or error, or error <= 0."""
+    return ~torch.isfinite(flux) | ~torch.isfinite(err) | ~(err > 0)
+
+
+def asinh_magnitude(flux: torch.Tensor, softening: torch.Tensor, zeropoint: float = ZEROPOINT_NJY) -> torch.Tensor:
+    """Asinh magnitude of fluxes in nJy with softening ``b`` (nJy) per band.
+
+    ``m = zp - 2.5/ln10 * (asinh(f / 2b) + ln b)``; equals the Pogson
+    magnitude for ``f >> b`` and stays finite for ``f <= 0``.
+    """
+    return zeropoint - _POGSON * (torch.asinh(flux / (2.0 * softening)) + torch.log(softening))
+
+
+def n_features(n_bands: int, use_ebv: bool) -> int:
+    """Number of features `flux_features` returns."""
+    return n_bands + (n_bands - 1) + n_bands + n_bands + (1 if use_ebv else 0)
+
+
+def flux_features(inputs: torch.Tensor, softening: torch.Tensor, n_bands: int, use_ebv: bool) -> torch.Tensor:
+    """Build features from the raw input array of `PhotozColumns.extract`.
+
+    Parameters
+    ----------
+    inputs : `torch.Tensor`, (N, 2B [+1])
+        Fluxes, flux errors (nJy) and optional E(B-V).
+    softening : `torch.Tensor`, (B,)
+        Asinh softening per band (nJy), of the order of the typical error.
+
+    Returns
+    -------
+    features : `torch.Tensor`, (N, `n_features`)
+        ``[asinh mags (B), adjacent colours (B-1), log10 mag errors (B),
+        missing indicators (B) (, E(B-V))]``; always finite.
+    """
+    x = inputs.float()
+    flux = x[:, :n_bands]
+    err = x[:, n_bands : 2 * n_bands]
+    missing = missing_mask(flux, err)
+    zero = torch.zeros_like(flux)
+    flux = torch.where(missing, zero, flux)
+    err = torch.where(missing, zero, err)
+    b = softening.float().clamp_min(1e-3)
+    mag = asinh_magnitude(flux, b)
+    mag_err = _POGSON * err / torch.sqrt(flux * flux + 4.0 * b * b)
+    mag_err = torch.where(missing, torch.full_like(mag_err, _MISSING_MAG_ERR), mag_err)
+    log_err = torch.log10(mag_err.clamp_min(1e-4))
+    colours = mag[:, :-1] - mag[:, 1:]
+    parts = [mag, colours, log_err, missing.float()]
+    if use_ebv:
+        ebv = x[:, 2 * n_bands : 2 * n_bands + 1]
+        parts.append(torch.where(torch.isfinite(ebv), ebv, torch.zeros_like(ebv)))
+    return torch.cat(parts, dim=1)
