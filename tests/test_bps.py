@@ -36,6 +36,7 @@ def test_bps_submit_with_parsl(tiny_repo, tmp_path):
         CTRL_MPEXEC_DIR=str(venv),
         DAF_BUTLER_DIR=str(venv),
         MEAS_ML_DIR=str(ROOT),
+        PWD=str(tmp_path),  # bps puts its submit/ directory under ${PWD}
         PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     proc = subprocess.run(
