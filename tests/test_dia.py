@@ -15,7 +15,7 @@ from lsst.meas.ml.alerts import read_alerts
 from lsst.meas.ml.dia.alert_scoring import score_alerts
 from lsst.meas.ml.dia.bench import make_detector
 from lsst.meas.ml.dia.data import CHANNELS, CLASS_COLUMNS, CLASS_NAMES, NORMALISATION, DiaDataError, make_channels
-from lsst.meas.ml.dia.quality import agreement, best_threshold, purity_completeness, roc_auc
+from lsst.meas.ml.metrics import agreement, best_threshold, purity_completeness, roc_auc
 from lsst.meas.ml.dia.scoring import FLAG_BITS
 from lsst.meas.ml.dia.task import ClassifyDiaSourcesConfig, ClassifyDiaSourcesTask
 from lsst.meas.ml.dia.train import DiaTrainConfig, TrainingSet, alert_training_set, train_dia

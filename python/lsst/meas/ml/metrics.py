@@ -33,8 +33,12 @@ import numpy as np
 
 __all__ = [
     "PhotozMetrics",
+    "accuracy",
+    "agreement",
+    "best_threshold",
     "bias",
     "cdf_on_grid",
+    "confusion_matrix",
     "crps",
     "crps_from_quantiles",
     "delta_z",
@@ -47,6 +51,9 @@ __all__ = [
     "pit_histogram",
     "plot_photoz_vs_true",
     "plot_pit",
+    "purity_completeness",
+    "real_bogus_metrics",
+    "roc_auc",
     "sigma_iqr",
     "sigma_nmad",
 ]
@@ -391,3 +398,119 @@ def plot_pit(pit_values: np.ndarray, path: str, *, title: str = "", n_bins: int 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+# ----------------------------------------------------------------------
+# Classification: real/bogus scores and coarse classes (DIA sources).
+
+
+def _clean(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels).astype(bool)
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
+    ok = np.isfinite(scores)
+    return scores[ok], labels[ok]
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (rank statistic; ties count one half).
+
+    NaN scores are ignored; NaN is returned when one class is absent.
+    """
+    s, y = _clean(scores, labels)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), float)
+    sorted_s = s[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def purity_completeness(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Purity (precision) and completeness (recall) of ``scores >= threshold``."""
+    s, y = _clean(scores, labels)
+    selected = s >= threshold
+    tp = int((selected & y).sum())
+    purity = tp / int(selected.sum()) if selected.any() else float("nan")
+    completeness = tp / int(y.sum()) if y.any() else float("nan")
+    return float(purity), float(completeness)
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold maximising F1 (0.5 when it cannot be determined)."""
+    s, y = _clean(scores, labels)
+    if not y.any() or y.all():
+        return 0.5
+    best, best_f1 = 0.5, -1.0
+    for t in np.unique(np.round(s, 3)):
+        p, c = purity_completeness(s, y, t)
+        if np.isfinite(p) and p + c > 0:
+            f1 = 2 * p * c / (p + c)
+            if f1 > best_f1:
+                best, best_f1 = float(t), f1
+    return best
+
+
+def accuracy(predicted: Sequence[int] | np.ndarray, truth: Sequence[int] | np.ndarray) -> float:
+    """Fraction of equal entries."""
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    return float((predicted == truth).mean()) if len(truth) else float("nan")
+
+
+def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> np.ndarray:
+    """``M[true, predicted]`` counts."""
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
+    return m
+
+
+def agreement(scores: np.ndarray, reference: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Agreement of two real/bogus scores: Spearman and Pearson correlation,
+    fraction of the same decision at ``threshold``, and the ROC AUC of
+    ``scores`` against ``reference >= threshold``."""
+    a = np.asarray(scores, float)
+    b = np.asarray(reference, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3:
+        return {"n": float(len(a)), "spearman": float("nan"), "pearson": float("nan"),
+                "same_decision": float("nan"), "auc_vs_reference": float("nan")}
+
+    def rank(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        return r
+
+    def corr(u: np.ndarray, v: np.ndarray) -> float:
+        if u.std() == 0 or v.std() == 0:
+            return float("nan")
+        return float(np.corrcoef(u, v)[0, 1])
+
+    return {
+        "n": float(len(a)),
+        "spearman": corr(rank(a), rank(b)),
+        "pearson": corr(a, b),
+        "same_decision": float(((a >= threshold) == (b >= threshold)).mean()),
+        "auc_vs_reference": roc_auc(a, b >= threshold),
+    }
+
+
+def real_bogus_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC AUC, purity and completeness at ``threshold`` and the counts."""
+    s, y = _clean(scores, labels)
+    purity, completeness = purity_completeness(s, y, threshold)
+    return {
+        "n": float(len(s)),
+        "n_real": float(y.sum()),
+        "roc_auc": roc_auc(s, y),
+        "threshold": float(threshold),
+        "purity": purity,
+        "completeness": completeness,
+    }

@@ -9,7 +9,7 @@ import numpy as np
 from astropy.table import vstack
 
 from ..packages import ModelPackage
-from . import quality
+from .. import metrics
 from .data import CLASS_NAMES
 from .train import DiaTrainConfig, survey_training_set, train_dia
 
@@ -54,8 +54,8 @@ def summarize(butler: Any, collections: Any) -> list[str]:
     truth_label = np.array([label.get(i, "") for i in np.asarray(s["diaSourceId"]).tolist()])
     ok = np.isin(truth_label, CLASS_NAMES) & (s["ml_class"] != "")
     real = truth_label[ok] != "artifact"
-    auc = quality.roc_auc(np.asarray(s["ml_reliability"])[ok], real)
-    acc = quality.accuracy(np.asarray(s["ml_class"])[ok], truth_label[ok])
+    auc = metrics.roc_auc(np.asarray(s["ml_reliability"])[ok], real)
+    acc = metrics.accuracy(np.asarray(s["ml_class"])[ok], truth_label[ok])
     return [
         f"ml_dia_scores: {len(s)} DIA sources, {int(ok.sum())} scored with truth; real/bogus ROC AUC "
         f"{auc:.3f}, class accuracy {acc:.3f}; flagged {int((np.asarray(s['flags']) != 0).sum())}"

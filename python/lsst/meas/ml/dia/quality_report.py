@@ -22,7 +22,7 @@ import numpy as np
 from ..alerts import read_alerts
 from ..engine import InferenceEngine
 from ..packages import ModelPackage
-from . import quality
+from .. import metrics
 from .alert_scoring import score_alerts
 from .scoring import predict_probabilities
 from .train import TrainingSet, alert_training_set, butler_training_set, evaluate
@@ -116,7 +116,7 @@ def quality_report(
         out = {}
         for mode, avg in modes.items():
             table = score_alerts(records, package, engine=engine, dihedral="always" if avg else "never")
-            agree = quality.agreement(np.asarray(table["ml_reliability"]), np.asarray(table["reference_score"]))
+            agree = metrics.agreement(np.asarray(table["ml_reliability"]), np.asarray(table["reference_score"]))
             agree["n_not_scored"] = float((table["ml_class"] == "").sum())
             out[mode] = agree
         report["rubin_vs_reliability"] = out

@@ -36,7 +36,7 @@ from ..engine import InferenceEngine
 from ..images import Exposure
 from ..models import build_model
 from ..packages import ModelPackage
-from . import quality
+from .. import metrics
 from .alert_scoring import alert_stamps
 from .data import (
     CHANNELS,
@@ -308,10 +308,10 @@ def evaluate(
     out: dict[str, Any] = {}
     for origin in sorted(set(data.origin.tolist())):
         sel = data.origin == origin
-        m = quality.real_bogus_metrics(reliability[sel], data.is_real[sel], threshold)
+        m = metrics.real_bogus_metrics(reliability[sel], data.is_real[sel], threshold)
         known = sel & (data.label >= 0)
         if known.any():
-            m["class_accuracy"] = quality.accuracy(probs[known].argmax(1), data.label[known])
+            m["class_accuracy"] = metrics.accuracy(probs[known].argmax(1), data.label[known])
         out[origin] = m
     return out
 
@@ -419,7 +419,7 @@ def train_dia(
         probs = predict_probabilities(package, val.x, InferenceEngine(), average=False)
         rel = 1.0 - probs[:, _ARTIFACT]
         sel = val.origin == "sim" if (val.origin == "sim").any() else np.ones(len(val), bool)
-        threshold = quality.best_threshold(rel[sel], val.is_real[sel])
+        threshold = metrics.best_threshold(rel[sel], val.is_real[sel])
         outputs["threshold"] = threshold
         report["threshold"] = threshold
         package = package_with(outputs, {})
