@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..bench import best_time
 from ..engine import InferenceConfig, InferenceEngine
 from ..images import Exposure
 from ..packages import ModelPackage
@@ -57,16 +57,6 @@ def make_detector(n_sources: int, image_size: int, *, seed: int = 0) -> tuple[Ex
     return make(science), make(template), make(diff), x, y
 
 
-def _time(fn: Any, repeats: int) -> float:
-    fn()  # warm-up (model load, allocator)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def run_benchmark(
     package: ModelPackage,
     *,
@@ -90,10 +80,10 @@ def run_benchmark(
     config.numThreads = threads
     engine = InferenceEngine(config)
 
-    t_cut = _time(lambda: cut_source_stamps(sci, tmpl, diff, x, y, size), repeats)
+    t_cut = best_time(lambda: cut_source_stamps(sci, tmpl, diff, x, y, size), repeats=repeats)
     stamps = cut_source_stamps(sci, tmpl, diff, x, y, size)
-    t_model = _time(lambda: predict_probabilities(package, stamps.x, engine, average=False), repeats)
-    t_model8 = _time(lambda: predict_probabilities(package, stamps.x, engine, average=True), repeats)
+    t_model = best_time(lambda: predict_probabilities(package, stamps.x, engine, average=False), repeats=repeats)
+    t_model8 = best_time(lambda: predict_probabilities(package, stamps.x, engine, average=True), repeats=repeats)
     total1, total8 = t_cut + t_model, t_cut + t_model8
     cores = threads if engine.device.type == "cpu" else 1
     per_core = n_sources / (total1 * cores)

@@ -136,7 +136,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def add_predict_parser(subparsers: Any) -> None:
     """Add ``dia`` under ``meas-ml predict``."""
     p = subparsers.add_parser("dia", help="Score alert packets (Rubin/ZTF, Parquet or Avro) from their cutouts.")
-    p.add_argument("--model", default=None, help=f"Model package (default: the shipped dia_default.safetensors).")
+    p.add_argument("--model", default=None, help="Model package (default: the shipped dia_default.safetensors).")
     p.add_argument("--alerts", nargs="+", required=True, help="Alert files.")
     p.add_argument("--schema", default=None, help="Avro schema (.avsc) for schemaless Avro alert files.")
     p.add_argument("--out", required=True, help="Output table (.parquet, .fits, .ecsv, ...).")
