@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lsst.meas.ml.cli import main
+
+#: `make test` runs the demo on the tiny survey; `make test-full` on the default one.
+SIZE = "default" if os.environ.get("MEAS_ML_TEST_SCALE") == "full" else "tiny"
 
 
 @pytest.mark.slow
@@ -12,12 +17,12 @@ def test_demo_runs_twice_and_leaves_readable_catalogs(tmp_path, capsys):
     from lsst.daf.butler import Butler
 
     repo = tmp_path / "demo-repo"
-    assert main(["demo", "--repo", str(repo), "--size", "tiny"]) == 0
+    assert main(["demo", "--repo", str(repo), "--size", SIZE]) == 0
     first = capsys.readouterr().out
-    assert "Simulating the tiny mini-survey" in first and "Training the photoz model" in first
+    assert f"Simulating the {SIZE} mini-survey" in first and "Training the photoz model" in first
     assert "ml_photoz tract 0" in first and "ml_dia_scores:" in first
 
-    assert main(["demo", "--repo", str(repo), "--size", "tiny"]) == 0
+    assert main(["demo", "--repo", str(repo), "--size", SIZE]) == 0
     second = capsys.readouterr().out
     assert "Reusing the simulated survey" in second and "Reusing photoz model" in second
     assert "replacing its last run" in second
