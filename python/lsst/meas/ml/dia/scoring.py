@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
@@ -39,6 +40,7 @@ from .data import CHANNELS, CLASS_COLUMNS, CLASS_NAMES, NORMALISATION, StampSet
 __all__ = [
     "DIHEDRAL_CHOICES",
     "FLAG_BITS",
+    "FLAG_DOCS",
     "check_package",
     "predict_probabilities",
     "score_table",
@@ -46,6 +48,18 @@ __all__ = [
 ]
 
 #: Flag column -> bit in the ``flags`` column.
+#: What each flag column means (column descriptions in the output table).
+FLAG_DOCS: dict[str, str] = {
+    "flag_edge": "Stamp reaches past the image edge (padded, still scored).",
+    "flag_offimage": "Source centre off the image or without a position (not scored).",
+    "flag_masked": "A bad mask bit is set in the stamp.",
+    "flag_nan": "ml_nan_fraction above the configured limit.",
+    "flag_bad_psf": "PSF missing or its width implausible.",
+    "flag_no_cutout": "Alert without (all) cutouts (not scored).",
+    "flag_corrupt_cutout": "Alert cutout unreadable (not scored).",
+    "flag_resized": "Alert cutout cropped or padded to the model's stamp size.",
+}
+
 FLAG_BITS: dict[str, int] = {
     "flag_edge": 0,
     "flag_offimage": 1,
@@ -159,11 +173,13 @@ def score_table(
     labels = np.array([CLASS_NAMES[i] for i in np.nan_to_num(probs).argmax(axis=1)] if n else [], dtype="U16")
     labels[~scored] = ""
     table["ml_reliability"] = reliability
+    table["ml_reliability"].unit = u.dimensionless_unscaled
     table["ml_reliability"].description = "Probability that the source is real (1 - P(artifact))."
     table["ml_class"] = labels
     table["ml_class"].description = f"Most probable class, one of {list(CLASS_NAMES)}; empty when not scored."
     for k, name in enumerate(CLASS_NAMES):
         table[CLASS_COLUMNS[name]] = probs[:, k]
+        table[CLASS_COLUMNS[name]].unit = u.dimensionless_unscaled
         table[CLASS_COLUMNS[name]].description = f"Probability of class {name!r}."
     nan_fraction = np.full(n, np.nan, np.float32)
     flags = {name: np.zeros(n, bool) for name in FLAG_BITS}
@@ -178,10 +194,12 @@ def score_table(
             raise KeyError(f"Unknown flag column {name!r}; known: {sorted(flags)}")
         flags[name] = flags[name] | np.broadcast_to(np.asarray(values, bool), (n,))
     table["ml_nan_fraction"] = nan_fraction
+    table["ml_nan_fraction"].unit = u.dimensionless_unscaled
     table["ml_nan_fraction"].description = "Fraction of stamp pixels that are NaN or off the image."
     bits = np.zeros(n, np.int32)
     for name, bit in FLAG_BITS.items():
         table[name] = flags[name]
+        table[name].description = FLAG_DOCS[name]
         bits |= flags[name].astype(np.int32) << bit
     table["flags"] = bits
     table["flags"].description = "Bit mask of the flag_* columns: " + ", ".join(
