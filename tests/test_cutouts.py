@@ -50,7 +50,7 @@ def test_interior_and_edge_stamps_match_reference():
     assert st.data[:, 0, 0, 0].tolist() == [5010.0, 5011.0, 5010.0]
 
 
-@pytest.mark.parametrize("chunk_bytes", [64, 1 << 19])
+@pytest.mark.parametrize("chunk_bytes", [64, 1 << 20])
 def test_many_stamps_on_three_planes_match_reference(monkeypatch, chunk_bytes):
     """Image, variance and mask planes with NaNs and mask bits, stamps inside and across the edge.
 
@@ -272,6 +272,114 @@ def test_cutout_benchmark_runs_small():
     figures = bench_cutouts(n_sources=20, image_size=128, stamp_size=11, repeats=1)
     assert figures["bytes"] == 20 * 3 * 11 * 11 * 4
     assert figures["floor_s"] > 0
-    for key in ("floor_alloc_s", "cut_stamps_s", "cut_stamps_out_s", "loop_of_slices_s"):
+    assert figures["auto_threads"] >= 1
+    for key in (
+        "floor_alloc_s",
+        "cut_stamps_s",
+        "cut_stamps_out_s",
+        "cut_stamps_threads1_s",
+        "cut_stamps_out_threads1_s",
+        "loop_of_slices_s",
+    ):
         assert figures[key] > 0
         assert figures[key.removesuffix("_s") + "_ratio"] == pytest.approx(figures[key] / figures["floor_s"])
+
+
+def _threaded_case(rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Planes with NaNs and mask bits, positions inside, across and off the edge."""
+    height, width = 70, 90
+    image = rng.normal(size=(height, width)).astype(np.float32)
+    image[rng.random(image.shape) < 0.02] = np.nan
+    variance = rng.uniform(1, 2, size=(height, width)).astype(np.float32)
+    variance[30, 50] = np.nan
+    mask = rng.integers(0, 1 << 10, size=(height, width), dtype=np.int32)
+    n = 400
+    x = rng.uniform(-8, width + 8, n)
+    y = rng.uniform(-8, height + 8, n)
+    x[:2], y[:2] = np.nan, [3.0, np.inf]
+    return [image, variance, mask], x, y
+
+
+@pytest.mark.parametrize("threads", [2, 3, None])
+def test_threads_give_identical_stamps(monkeypatch, threads):
+    """Several threads fill every field exactly as one thread does (edge stamps, NaNs, mask bits)."""
+    import os
+
+    import torch
+    from lsst.meas.ml import cutouts
+
+    monkeypatch.setattr(cutouts, "_CHUNK_BYTES", 4 * 9 * 9 * 7)  # 7 stamps per chunk: many chunks
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # exercise the pool on any machine
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # what "auto" follows
+    planes, x, y = _threaded_case(np.random.default_rng(11))
+    kwargs = {"xy0": (5, -3), "fill": -2.0, "bad_mask_bits": 0b1001}
+    one = cut_stamps(planes, x, y, 9, threads=1, **kwargs)
+    many = cut_stamps(planes, x, y, 9, threads=threads, **kwargs)
+    assert cutouts._POOL is not None
+    assert 50 < one.edge.sum() < len(x) - 50 and one.bad.any() and np.isnan(one.data).any()
+    for field in ("data", "missing", "bad", "x", "y", "offimage", "edge", "x0", "y0", "mask"):
+        a, b = getattr(one, field), getattr(many, field)
+        assert a.dtype == b.dtype and a.shape == b.shape, field
+        assert a.tobytes() == b.tobytes(), field  # bit for bit, NaNs included
+    assert one.channels == many.channels
+    # The same with a preallocated output.
+    out = np.full_like(one.data, 123.0)
+    again = cut_stamps(planes, x, y, 9, threads=threads, out=out, **kwargs)
+    assert again.data is out and out.tobytes() == one.data.tobytes()
+
+
+def test_thread_count_policy(monkeypatch):
+    import os
+
+    import torch
+    from lsst.meas.ml import cutouts
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # e.g. a pipetask -j N worker
+    assert cutouts._thread_count(None) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert cutouts._thread_count(None) == 4  # capped at the CPU count
+    assert cutouts._thread_count(2) == 2
+    assert cutouts._thread_count(64) == 4
+    # More threads than chunks: one chunk, same result.
+    planes, x, y = _threaded_case(np.random.default_rng(5))
+    one = cut_stamps(planes, x[:3], y[:3], 5, threads=1)
+    assert cut_stamps(planes, x[:3], y[:3], 5, threads=4).data.tobytes() == one.data.tobytes()
+    for bad in (0, -1, 1.5, True, "2", "two"):
+        with pytest.raises(ImageError, match="threads must be"):
+            cut_stamps(planes, x, y, 5, threads=bad)
+
+
+def _cut_in_child(queue) -> None:
+    planes, x, y = _threaded_case(np.random.default_rng(7))
+    queue.put(cut_stamps(planes, x, y, 9, threads=2).data.tobytes())
+
+
+def test_threads_after_fork(monkeypatch):
+    """A forked process (as under ``pipetask -j N``) makes a pool of its own.
+
+    The pool inherited through fork has no threads: using it would hang.
+    """
+    import multiprocessing
+    import os
+
+    from lsst.meas.ml import cutouts
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(cutouts, "_CHUNK_BYTES", 4 * 9 * 9 * 7)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    planes, x, y = _threaded_case(np.random.default_rng(7))
+    expected = cut_stamps(planes, x, y, 9, threads=2).data.tobytes()  # the parent's pool exists now
+    assert cutouts._POOL is not None
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_cut_in_child, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert got == expected

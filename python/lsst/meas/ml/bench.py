@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cutouts import cut_stamps
+from .cutouts import _thread_count, cut_stamps
 from .engine import InferenceConfig, InferenceEngine, clear_model_cache
 from .models import build_model
 from .packages import ModelPackage
@@ -67,11 +67,13 @@ def bench_cutouts(
     The floor (``floor_s``) is an in-process copy of the same number of bytes
     as the stamps (``N * 3 * S * S`` float32) into a preallocated array;
     ``floor_alloc_s`` copies them into a new array (the floor of a call that
-    returns new arrays).  Timed against them: `cut_stamps` with a
-    preallocated ``out`` (the figure the target applies to) and allocating
-    its outputs, and, as the alternatives the implementation was chosen
-    against, a plain loop of slice copies and one fancy-indexing expression
-    of a sliding-window view per plane.  The float planes are NaN-free;
+    returns new arrays); both copy in one thread.  Timed against them:
+    `cut_stamps` with a preallocated ``out`` (the figure the target applies
+    to) and allocating its outputs, each with its default ``threads=None``
+    (``auto_threads`` threads: torch's thread count, at most the CPU count)
+    and with ``threads=1`` (``*_threads1_s``), and, as the alternatives the
+    implementation was chosen against, a plain loop of slice copies and one
+    fancy-indexing expression of a sliding-window view per plane.  The float planes are NaN-free;
     ``bad_mask_bits=1`` is set on half the mask pixels, so every stamp has
     bad pixels (the dearest case of the bad-pixel test).  Sources are
     uniform over the image (a few stamps cross its edge).  All variants are
@@ -81,7 +83,7 @@ def bench_cutouts(
     -------
     figures : `dict` [`str`, `float`]
         Seconds per call (``*_s``), ratios to ``floor_s`` (``*_ratio``),
-        ``cut_stamps_vs_floor_alloc`` and the stamp ``bytes``.
+        ``cut_stamps_vs_floor_alloc``, ``auto_threads`` and the stamp ``bytes``.
     """
     rng = np.random.default_rng(seed)
     shape = (image_size, image_size)
@@ -119,6 +121,10 @@ def bench_cutouts(
             "floor_alloc_s": lambda: src.copy(),
             "cut_stamps_out_s": lambda: cut_stamps(planes, x, y, s, bad_mask_bits=1, out=out),
             "cut_stamps_s": lambda: cut_stamps(planes, x, y, s, bad_mask_bits=1),
+            "cut_stamps_out_threads1_s": lambda: cut_stamps(
+                planes, x, y, s, bad_mask_bits=1, out=out, threads=1
+            ),
+            "cut_stamps_threads1_s": lambda: cut_stamps(planes, x, y, s, bad_mask_bits=1, threads=1),
             "loop_of_slices_s": loop,
             "fancy_sliding_window_s": fancy_window,
         },
@@ -129,6 +135,7 @@ def bench_cutouts(
         if key != "floor_s":
             figures[key.removesuffix("_s") + "_ratio"] = figures[key] / floor
     figures["cut_stamps_vs_floor_alloc"] = figures["cut_stamps_s"] / figures["floor_alloc_s"]
+    figures["auto_threads"] = float(_thread_count(None))
     figures["bytes"] = float(src.nbytes)
     return figures
 
@@ -228,6 +235,8 @@ def _print(title: str, figures: dict[str, float]) -> None:
             text = f"{value:12.0f} /s"
         elif key == "bytes":
             text = f"{value / 2**20:10.1f} MiB"
+        elif key == "auto_threads":
+            text = f"{value:10.0f}"
         elif key.endswith("_ratio") or "_vs_" in key:
             text = f"{value:10.2f} x"
         else:
@@ -266,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats = kwargs.get("repeats", 5)
         title = (
             f"cutouts: {n} sources, 3 planes (image, variance, mask), 51x51 stamps, {size}x{size} image; "
-            f"best of {repeats} round-robin rounds; *_ratio = time / floor_s"
+            f"best of {repeats} round-robin rounds; *_ratio = time / floor_s; cut_stamps rows without "
+            f"_threads1 use threads=None (auto_threads threads), the floors one thread"
         )
         _print(title, figures)
         ratio = figures["cut_stamps_out_ratio"]
@@ -274,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"  target: cut_stamps (preallocated out) <= {CUTOUT_TARGET_RATIO:g}x the floor: {ratio:.2f}x, "
             f"{verdict} (allocating call: {figures['cut_stamps_ratio']:.2f}x the floor, "
-            f"{figures['cut_stamps_vs_floor_alloc']:.2f}x an allocating copy)"
+            f"{figures['cut_stamps_vs_floor_alloc']:.2f}x an allocating copy; "
+            f"threads=auto ({figures['auto_threads']:.0f}), threads=1: "
+            f"{figures['cut_stamps_out_threads1_ratio']:.2f}x)"
         )
     if args.only in (None, "engine"):
         devices = [args.device]
