@@ -352,3 +352,21 @@ def test_task_config_validation():
     config.fluxTemplate = "cModelFlux"
     with pytest.raises(PhotozInputError, match="band"):
         config.validate()
+
+
+def test_training_options_all_colours_noise_ema_and_refit():
+    t = make_photometric_catalog(300, seed=5)
+    cfg = PhotozTrainingConfig(
+        **{**SMALL, "epochs": 4, "n_members": 1, "colours": "all", "flux_noise": 0.5, "ema_decay": 0.9,
+           "refit": True}
+    )
+    result = train_photoz_table(t, PhotozColumns(), "redshift", cfg)
+    pkg = result.package
+    assert pkg.hyperparameters["colours"] == "all" and pkg.provenance["refitted_on_validation"]
+    # The package round-trips through the shape check of the registered architecture and predicts.
+    again = ModelPackage.from_bytes(pkg.to_bytes())
+    out = predict_photoz(again, t[:10])
+    assert np.isfinite(np.asarray(out["photoz_mode"])).all()
+    for bad in ({"ema_decay": 1.0}, {"flux_noise": -1.0}):
+        with pytest.raises(ValueError):
+            PhotozTrainingConfig(**bad)

@@ -178,3 +178,18 @@ def test_compact_form_is_float16_and_cheap_in_crps():
     assert report["compact_bytes"] == 2 * q.shape[1] and report["full_bytes"] == 600
     assert abs(report["crps_increase_frac"]) < 0.02
     assert abs(report["pit_ks_compact"] - report["pit_ks_full"]) < 0.02
+
+
+def test_all_colour_pairs_feature_set():
+    nb = 4
+    x = torch.tensor([[1000.0, 2000.0, 4000.0, 8000.0, 1.0, 1.0, 1.0, 1.0]])
+    b = torch.full((nb,), 1.0)
+    adjacent = flux_features(x, b, nb, use_ebv=False)
+    every = flux_features(x, b, nb, use_ebv=False, colours="all")
+    assert adjacent.shape[1] == n_features(nb, False) and every.shape[1] == n_features(nb, False, "all")
+    assert every.shape[1] - adjacent.shape[1] == nb * (nb - 1) // 2 - (nb - 1)
+    # Pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3): each is 2.5 log10 of the flux ratio, bluer minus redder.
+    colours = every[0, nb : nb + 6].numpy()
+    np.testing.assert_allclose(colours, 2.5 * np.log10([2, 4, 8, 2, 4, 2]), atol=1e-3)
+    with pytest.raises(ValueError, match="colours"):
+        n_features(nb, False, "neighbours")

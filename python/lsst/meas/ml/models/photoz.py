@@ -3,7 +3,8 @@
 After Lee & Shin (2021, AJ 162, 297): redshift estimation as classification
 over many redshift bins, so the softmax output is a binned PDF.  The
 module here is an ensemble of ``n_members`` such multi-layer perceptrons
-whose PDFs are averaged; it takes the raw flux array of
+whose outputs are combined (probabilities averaged, or logits averaged:
+see ``combine``); it takes the raw flux array of
 `lsst.meas.ml.photoz.features.PhotozColumns.extract` and builds its own
 features (`lsst.meas.ml.photoz.features.flux_features`), so a model package
 holds everything needed to go from fluxes to PDFs:
@@ -31,7 +32,23 @@ from torch import nn
 
 from . import register_architecture
 
-__all__ = ["MBRNN", "mbrnn"]
+__all__ = ["COMBINE_MODES", "MBRNN", "combine_member_logits", "mbrnn"]
+
+#: Ways of combining member outputs into the ensemble PDF.
+COMBINE_MODES = ("probability", "logit")
+
+
+def combine_member_logits(
+    logits: torch.Tensor, temperature: torch.Tensor | float, combine: str = "probability"
+) -> torch.Tensor:
+    """Ensemble PDF ``(N, n_bins)`` of member logits ``(M, N, n_bins)``.
+
+    ``"probability"``: mean of the members' ``softmax(logits / T)``;
+    ``"logit"``: ``softmax(mean(logits) / T)``.
+    """
+    if combine == "logit":
+        return torch.softmax(logits.float().mean(dim=0) / temperature, dim=-1)
+    return torch.softmax(logits.float() / temperature, dim=-1).mean(dim=0)
 
 
 class _Member(nn.Module):
@@ -73,6 +90,15 @@ class MBRNN(nn.Module):
         Whether the inputs carry an E(B-V) column.
     dropout : `float`
         Dropout after each hidden layer while training.
+    colours : `str`
+        Colours among the features: ``"adjacent"`` bands or ``"all"`` pairs
+        (see `lsst.meas.ml.photoz.features.flux_features`).
+    combine : `str`
+        How member PDFs are combined: ``"probability"`` averages the
+        members' temperature-scaled softmax outputs; ``"logit"`` takes the
+        softmax of the members' mean logits divided by the temperature (the
+        normalised geometric mean of the member PDFs), which on cosmoDC2
+        gave the same sigma_NMAD and a lower PIT KS.
     """
 
     def __init__(
@@ -85,6 +111,8 @@ class MBRNN(nn.Module):
         n_members: int = 1,
         use_ebv: bool = False,
         dropout: float = 0.0,
+        colours: str = "adjacent",
+        combine: str = "probability",
     ) -> None:
         super().__init__()
         from ..photoz.features import n_features
@@ -100,7 +128,11 @@ class MBRNN(nn.Module):
         self.z_max = float(z_max)
         self.use_ebv = bool(use_ebv)
         self.n_inputs = 2 * self.n_bands + (1 if self.use_ebv else 0)
-        self.n_features = n_features(self.n_bands, self.use_ebv)
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}.")
+        self.combine = str(combine)
+        self.colours = str(colours)
+        self.n_features = n_features(self.n_bands, self.use_ebv, self.colours)
         self.embed_dim = int(hidden[-1]) if len(hidden) else self.n_features
         self.members = nn.ModuleList(
             [_Member(self.n_features, self.n_bins, hidden, dropout) for _ in range(int(n_members))]
@@ -130,7 +162,7 @@ class MBRNN(nn.Module):
                 f"(fluxes, flux errors{', E(B-V)' if self.use_ebv else ''} for {self.n_bands} bands), "
                 f"got {tuple(inputs.shape)}."
             )
-        return flux_features(inputs, self.softening, self.n_bands, self.use_ebv)
+        return flux_features(inputs, self.softening, self.n_bands, self.use_ebv, self.colours)
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         """Standardise raw features with the training-set statistics."""
@@ -143,8 +175,8 @@ class MBRNN(nn.Module):
         return torch.stack(logits), torch.stack(embeddings)
 
     def pdf_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Ensemble PDF from member logits (temperature-scaled softmax, averaged)."""
-        return torch.softmax(logits.float() / self.temperature, dim=-1).mean(dim=0)
+        """Ensemble PDF from member logits ``(M, N, n_bins)`` (see ``combine``)."""
+        return combine_member_logits(logits, self.temperature, self.combine)
 
     def ood_distance(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance from the training embeddings, averaged over members."""
@@ -167,6 +199,8 @@ def mbrnn(
     n_members: int = 1,
     use_ebv: bool = False,
     dropout: float = 0.0,
+    colours: str = "adjacent",
+    combine: str = "probability",
 ) -> MBRNN:
     """Build an `MBRNN` ensemble (see its parameters)."""
     return MBRNN(
@@ -178,4 +212,6 @@ def mbrnn(
         n_members=n_members,
         use_ebv=use_ebv,
         dropout=dropout,
+        colours=colours,
+        combine=combine,
     )

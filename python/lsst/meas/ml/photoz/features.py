@@ -8,7 +8,7 @@ Two steps, kept apart so the model package is self-contained:
    ``[flux_1 .. flux_B, fluxErr_1 .. fluxErr_B (, ebv)]``.  Rows are never
    dropped: NaN, zero and negative fluxes pass through unchanged.
 2. `flux_features` (used inside the network, so packages need nothing but
-   that raw array) turns them into asinh magnitudes, adjacent colours,
+   that raw array) turns them into asinh magnitudes, colours (adjacent or all pairs),
    log magnitude errors and a missing-band indicator per band.  Asinh
    magnitudes (Lupton, Gunn & Szalay 1999) are finite for zero and negative
    fluxes; a band whose flux or error is NaN, infinite, or whose error is not
@@ -27,17 +27,18 @@ import numpy as np
 import torch
 
 __all__ = [
+    "COLOUR_MODES",
     "DEFAULT_BANDS",
     "DEFAULT_FLUX_ERR_TEMPLATE",
     "DEFAULT_FLUX_TEMPLATE",
-    "FeatureError",
     "MISSING_BAND_MODES",
+    "ZEROPOINT_NJY",
+    "FeatureError",
     "PhotozColumns",
     "PhotozInputError",
-    "ZEROPOINT_NJY",
     "asinh_magnitude",
-    "flux_table_from_magnitudes",
     "flux_features",
+    "flux_table_from_magnitudes",
     "magnitudes_to_fluxes",
     "missing_mask",
     "n_features",
@@ -308,12 +309,24 @@ def asinh_magnitude(flux: torch.Tensor, softening: torch.Tensor, zeropoint: floa
     return zeropoint - _POGSON * (torch.asinh(flux / (2.0 * softening)) + torch.log(softening))
 
 
-def n_features(n_bands: int, use_ebv: bool) -> int:
+#: Colour sets of `flux_features`: neighbouring bands only, or every pair of bands.
+COLOUR_MODES = ("adjacent", "all")
+
+
+def _n_colours(n_bands: int, colours: str) -> int:
+    if colours not in COLOUR_MODES:
+        raise ValueError(f"colours must be one of {COLOUR_MODES}, got {colours!r}.")
+    return n_bands - 1 if colours == "adjacent" else n_bands * (n_bands - 1) // 2
+
+
+def n_features(n_bands: int, use_ebv: bool, colours: str = "adjacent") -> int:
     """Number of features `flux_features` returns."""
-    return n_bands + (n_bands - 1) + n_bands + n_bands + (1 if use_ebv else 0)
+    return n_bands + _n_colours(n_bands, colours) + n_bands + n_bands + (1 if use_ebv else 0)
 
 
-def flux_features(inputs: torch.Tensor, softening: torch.Tensor, n_bands: int, use_ebv: bool) -> torch.Tensor:
+def flux_features(
+    inputs: torch.Tensor, softening: torch.Tensor, n_bands: int, use_ebv: bool, colours: str = "adjacent"
+) -> torch.Tensor:
     """Build features from the raw input array of `PhotozColumns.extract`.
 
     Parameters
@@ -322,11 +335,18 @@ def flux_features(inputs: torch.Tensor, softening: torch.Tensor, n_bands: int, u
         Fluxes, flux errors (nJy) and optional E(B-V).
     softening : `torch.Tensor`, (B,)
         Asinh softening per band (nJy), of the order of the typical error.
+    n_bands : `int`
+        Number of bands.
+    use_ebv : `bool`
+        Whether the last input column is E(B-V).
+    colours : `str`
+        ``"adjacent"``: colours of neighbouring bands (B-1); ``"all"``:
+        colours of every pair of bands, bluer minus redder (B(B-1)/2).
 
     Returns
     -------
     features : `torch.Tensor`, (N, `n_features`)
-        ``[asinh mags (B), adjacent colours (B-1), log10 mag errors (B),
+        ``[asinh mags (B), colours, log10 mag errors (B),
         missing indicators (B) (, E(B-V))]``; always finite.
     """
     x = inputs.float()
@@ -341,8 +361,13 @@ def flux_features(inputs: torch.Tensor, softening: torch.Tensor, n_bands: int, u
     mag_err = _POGSON * err / torch.sqrt(flux * flux + 4.0 * b * b)
     mag_err = torch.where(missing, torch.full_like(mag_err, _MISSING_MAG_ERR), mag_err)
     log_err = torch.log10(mag_err.clamp_min(1e-4))
-    colours = mag[:, :-1] - mag[:, 1:]
-    parts = [mag, colours, log_err, missing.float()]
+    _n_colours(n_bands, colours)  # validates ``colours``
+    if colours == "adjacent":
+        colour = mag[:, :-1] - mag[:, 1:]
+    else:
+        i, j = torch.triu_indices(n_bands, n_bands, offset=1)
+        colour = mag[:, i] - mag[:, j]
+    parts = [mag, colour, log_err, missing.float()]
     if use_ebv:
         ebv = x[:, 2 * n_bands : 2 * n_bands + 1]
         parts.append(torch.where(torch.isfinite(ebv), ebv, torch.zeros_like(ebv)))

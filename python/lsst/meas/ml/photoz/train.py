@@ -17,6 +17,20 @@
 * band dropout: while training a band of a row is marked missing with a
   small probability, so the network learns to use the missing-band
   indicators;
+* optional, off by default: resampling the training fluxes within their
+  errors each epoch (``flux_noise``) and an exponential moving average of
+  the weights (``ema_decay``); neither changed sigma_NMAD on cosmoDC2;
+* ``refit``: once validation has chosen each member's epoch count (early
+  stopping), the temperature and the manifest metrics, every member is
+  retrained from its initial weights on training + validation rows for that
+  many epochs of the same schedule, so the shipped ensemble sees all the
+  labelled galaxies (about 15% more); the manifest metrics remain those of
+  the validated members (``provenance["refitted_on_validation"]``);
+* defaults chosen on cosmoDC2 (RAIL benchmark): no dropout, weight decay
+  1e-3, colours of every pair of bands (``colours="all"``), member logits
+  averaged before the softmax (``combine="logit"``, lower PIT KS than
+  averaging probabilities) and ``refit``; together sigma_NMAD 0.0174 ->
+  0.0170 for seed 0 (0.0171-0.0173 for seeds 1 and 2);
 * after training: one temperature for the ensemble PDF minimising the
   validation CRPS, and the training-set embedding mean and precision for
   the out-of-distribution score.
@@ -36,7 +50,7 @@ import numpy as np
 import torch
 
 from ..metrics import photoz_metrics
-from ..models.photoz import MBRNN
+from ..models.photoz import COMBINE_MODES, MBRNN, combine_member_logits
 from ..packages import ModelPackage
 from .features import PhotozColumns, PhotozInputError, missing_mask
 from .pdf import summarize_pdf
@@ -58,11 +72,11 @@ class PhotozTrainingConfig:
     z_max: float = 3.0
     hidden: tuple[int, ...] = (128, 128, 128)
     n_members: int = 5
-    dropout: float = 0.1
+    dropout: float = 0.0
     epochs: int = 80
     batch_size: int = 256
     learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-3
     loss: str = "ce"
     anchor_gamma: float = 0.5
     band_dropout: float = 0.02
@@ -74,6 +88,11 @@ class PhotozTrainingConfig:
     point_estimate: str = "mode"
     softening_scale: float = 1.0
     target_sigma_bins: float = 1.0
+    colours: str = "all"
+    ema_decay: float = 0.0
+    flux_noise: float = 0.0
+    refit: bool = True
+    combine: str = "logit"
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -81,6 +100,12 @@ class PhotozTrainingConfig:
             raise ValueError(f"loss must be 'ce' or 'anchor', got {self.loss!r}.")
         if self.point_estimate not in ("mode", "mean", "median"):
             raise ValueError(f"point_estimate must be mode, mean or median, got {self.point_estimate!r}.")
+        if self.combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {self.combine!r}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+        if self.flux_noise < 0:
+            raise ValueError(f"flux_noise must be >= 0, got {self.flux_noise}.")
         if not 0.0 < self.validation_fraction < 0.9:
             raise ValueError("validation_fraction must be in (0, 0.9).")
 
@@ -143,17 +168,33 @@ def _band_dropout(x: torch.Tensor, n_bands: int, prob: float, gen: torch.Generat
     return x
 
 
+def _flux_noise(x: torch.Tensor, n_bands: int, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Resample the fluxes within ``scale`` times their errors (missing bands stay missing)."""
+    if scale <= 0:
+        return x
+    x = x.clone()
+    err = x[:, n_bands : 2 * n_bands]
+    noise = torch.randn(x.shape[0], n_bands, generator=gen) * scale * torch.nan_to_num(err, nan=0.0, posinf=0.0)
+    x[:, :n_bands] = x[:, :n_bands] + noise
+    return x
+
+
 def _train_member(
     model: MBRNN,
     k: int,
     x_train: torch.Tensor,
     t_train: torch.Tensor,
-    x_val: torch.Tensor,
-    t_val: torch.Tensor,
+    x_val: torch.Tensor | None,
+    t_val: torch.Tensor | None,
     config: PhotozTrainingConfig,
     deadline: float | None,
+    fixed_epochs: int | None = None,
 ) -> int:
-    """Train member ``k`` in place; returns the number of epochs run."""
+    """Train member ``k`` in place; returns the epoch of the kept weights.
+
+    With ``fixed_epochs`` the member runs exactly that many epochs of the
+    usual schedule, without validation, and keeps its last weights.
+    """
     member = model.members[k]
     gen = torch.Generator().manual_seed(config.seed * 1000 + k)
     torch.manual_seed(config.seed * 1000 + k)
@@ -172,16 +213,27 @@ def _train_member(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    with torch.no_grad():
-        f_val = model.standardise(model.raw_features(x_val))
-    best, best_state, since_best = math.inf, copy.deepcopy(member.state_dict()), 0
+    f_val = None
+    if x_val is not None:
+        with torch.no_grad():
+            f_val = model.standardise(model.raw_features(x_val))
+    best, best_state, since_best, best_epoch = math.inf, copy.deepcopy(member.state_dict()), 0, 0
+    # Exponential moving average of the weights (used for validation and kept) when ema_decay > 0.
+    ema = copy.deepcopy(member) if config.ema_decay > 0 else None
     epoch = 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, (fixed_epochs or config.epochs) + 1):
         member.train()
         perm = torch.randperm(n, generator=gen)
         with torch.no_grad():  # features of the whole epoch at once (band dropout drawn per epoch)
             f_epoch = model.standardise(
-                model.raw_features(_band_dropout(x_train, model.n_bands, config.band_dropout, gen))
+                model.raw_features(
+                    _band_dropout(
+                        _flux_noise(x_train, model.n_bands, config.flux_noise, gen),
+                        model.n_bands,
+                        config.band_dropout,
+                        gen,
+                    )
+                )
             )
         for start in range(0, n, config.batch_size):
             idx = perm[start : start + config.batch_size]
@@ -191,19 +243,27 @@ def _train_member(
             loss.backward()
             opt.step()
             sched.step()
-        member.eval()
+            if ema is not None:
+                with torch.no_grad():
+                    for p_ema, p in zip(ema.parameters(), member.parameters()):
+                        p_ema.lerp_(p, 1.0 - config.ema_decay)
+        evaluated = member if ema is None else ema
+        if fixed_epochs is not None or f_val is None or t_val is None:
+            best_state, best_epoch = evaluated.state_dict(), epoch
+            continue
+        evaluated.eval()
         with torch.no_grad():
-            logits, _ = member(f_val)
+            logits, _ = evaluated(f_val)
             val = float(-(t_val * torch.log_softmax(logits, dim=1)).sum(dim=1).mean())
         if val < best - 1e-4:
-            best, best_state, since_best = val, copy.deepcopy(member.state_dict()), 0
+            best, best_state, since_best, best_epoch = val, copy.deepcopy(evaluated.state_dict()), 0, epoch
         else:
             since_best += 1
         if since_best >= config.patience or (deadline is not None and time.monotonic() > deadline):
             break
     member.load_state_dict(best_state)
-    _LOG.info("Member %d: %d epochs, best validation loss %.4f.", k, epoch, best)
-    return epoch
+    _LOG.info("Member %d: %d epochs, kept epoch %d, best validation loss %.4f.", k, epoch, best_epoch, best)
+    return best_epoch
 
 
 def _fit_temperature(model: MBRNN, logits: torch.Tensor, z_val: np.ndarray) -> float:
@@ -217,7 +277,7 @@ def _fit_temperature(model: MBRNN, logits: torch.Tensor, z_val: np.ndarray) -> f
     edges = model.bin_edges.numpy().astype(np.float64)
 
     def score(temp: float) -> float:
-        p = torch.softmax(logits / temp, dim=-1).mean(dim=0).numpy()
+        p = combine_member_logits(logits, temp, model.combine).numpy()
         return float(np.mean(crps(p, edges, z_val, n_grid=601)))
 
     grid = np.exp(np.linspace(np.log(0.3), np.log(3.0), 21))
@@ -338,6 +398,8 @@ def _train(
         n_members=config.n_members,
         use_ebv=bool(columns.ebv_column),
         dropout=config.dropout,
+        colours=config.colours,
+        combine=config.combine,
     )
     model = MBRNN(**{**hyper, "hidden": tuple(config.hidden)})
     # Asinh softening: the median flux error of each band (about the 1-sigma depth).
@@ -375,6 +437,21 @@ def _train(
     metrics["point_estimate"] = config.point_estimate
     seconds = time.monotonic() - t0
     _LOG.info("Trained %d members in %.1f s; validation %s", config.n_members, seconds, metrics)
+    refitted = False
+    if config.refit and (deadline is None or time.monotonic() < deadline):
+        # Retrain every member on training + validation rows for the epochs validation chose; the
+        # temperature and the manifest metrics stay those of the validated members.
+        x_fit = torch.cat([x_train, x_val])
+        t_fit = torch.cat(
+            [t_train, _soft_targets(z_val, config.n_bins, config.z_min, config.z_max, config.target_sigma_bins)]
+        )
+        for k in range(config.n_members):
+            _train_member(model, k, x_fit, t_fit, None, None, config, None, fixed_epochs=max(1, epochs[k]))
+        model.eval()
+        _fit_ood(model, x_fit)
+        refitted = True
+        seconds = time.monotonic() - t0
+        _LOG.info("Refitted %d members on %d rows; %.1f s in all.", config.n_members, x_fit.shape[0], seconds)
 
     package = ModelPackage.from_model(
         model,
@@ -403,6 +480,7 @@ def _train(
             n_train=int(x_train.shape[0]),
             n_validation=int(x_val.shape[0]),
             epochs=epochs,
+            refitted_on_validation=refitted,
             temperature=temperature,
             training_seconds=round(seconds, 2),
             metrics=metrics,
