@@ -173,8 +173,9 @@ def run_demo(repo: str | os.PathLike, *, size: str = "default", fresh: bool = Fa
             _say(f"  {line}")
     _say("")
     _say("Look at them with:")
-    _say(f"  butler query-datasets {repo} --collections {OUTPUT_COLLECTION} 'ml_*'")
-    _say(f"  python -c \"from lsst.daf.butler import Butler; b = Butler('{repo}', collections='{OUTPUT_COLLECTION}');"
+    bindir = Path(sys.executable).parent
+    _say(f"  {bindir / 'butler'} query-datasets {repo} --collections {OUTPUT_COLLECTION} 'ml_*'")
+    _say(f"  {sys.executable} -c \"from lsst.daf.butler import Butler; b = Butler('{repo}', collections='{OUTPUT_COLLECTION}');"
          " print(b.get(b.query_datasets('ml_photoz')[0]))\"")
     _say(f"[demo] total {time.perf_counter() - t_start:.1f} s")
     return 0
