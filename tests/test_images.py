@@ -171,3 +171,26 @@ def test_repo_without_plugin_config(tmp_path):
     check_repo(Butler.from_config(tmp_path / "plain"))
     with pytest.raises(RepoConfigError, match="No Butler repository"):
         open_repo(tmp_path / "nowhere")
+
+
+def test_reading_from_a_repo_whose_config_lacks_the_plugin(tmp_path, simple_wcs):
+    """Datasets written with the plugin stay readable by any process that imports
+    lsst.meas.ml (as every meas_ml task does), whatever the repository's config."""
+    import yaml
+    from lsst.daf.butler import Butler, DatasetType
+
+    butler = create_repo(tmp_path / "repo")
+    butler.registry.registerRun("r")
+    butler.registry.registerDatasetType(DatasetType("img", (), "MLExposure", universe=butler.dimensions))
+    exp = make_exposure(simple_wcs)
+    butler.put(exp, "img", run="r")
+    del butler
+    path = tmp_path / "repo" / "butler.yaml"
+    config = yaml.safe_load(path.read_text())
+    config.pop("storageClasses")
+    config["datastore"].pop("formatters")
+    path.write_text(yaml.safe_dump(config))
+    butler = Butler.from_config(str(tmp_path / "repo"))
+    assert np.array_equal(butler.get("img", collections="r").image, exp.image)
+    with pytest.raises(RepoConfigError, match="formatters"):
+        check_repo(butler)

@@ -2,3 +2,5 @@
 
 from .names import *  # noqa: F401,F403
 from .repo import *  # noqa: F401,F403
+
+ensure_storage_classes()

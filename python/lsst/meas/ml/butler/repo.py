@@ -27,6 +27,7 @@ __all__ = [
     "RepoConfigError",
     "check_repo",
     "create_repo",
+    "ensure_storage_classes",
     "open_repo",
     "plugin_config",
     "register_dataset_types",
@@ -65,6 +66,25 @@ def plugin_config() -> Config:
         with open(os.path.join(CONFIG_DIR, name)) as fh:
             config.update(Config(yaml.safe_load(fh)))
     return config
+
+
+def ensure_storage_classes() -> None:
+    """Make the meas_ml storage classes known to this process.
+
+    Storage classes live in a process-wide registry; adding ours there (done
+    when `lsst.meas.ml.butler` is imported, so by every meas_ml task) lets a
+    task read meas_ml datasets even from a repository whose ``butler.yaml``
+    lacks the plugin: the datastore records which formatter wrote each file.
+    Writing new ``MLExposure``/``MLModelPackage`` datasets still needs the
+    plugin's formatters (`setup_repo` or ``DAF_BUTLER_CONFIG_PATH``).
+    """
+    from lsst.daf.butler import StorageClassFactory
+
+    factory = StorageClassFactory()
+    if all(name in factory for name in _STORAGE_CLASSES):
+        return
+    with open(os.path.join(CONFIG_DIR, "storageClasses.yaml")) as fh:
+        factory.addFromConfig(Config(yaml.safe_load(fh)))
 
 
 def create_repo(root: str | os.PathLike, *, overwrite: bool = False) -> Butler:
