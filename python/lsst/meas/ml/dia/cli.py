@@ -115,8 +115,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..alerts import read_alerts
     from ..engine import InferenceConfig, InferenceEngine
     from .alert_scoring import score_alerts
+    from .scoring import check_package
 
     package = _load_package(args.model)
+    check_package(package)  # a mismatched package fails before any alert is read
     config = InferenceConfig()
     config.device = args.device
     engine = InferenceEngine(config)
