@@ -1,11 +1,19 @@
 # meas_ml: `make demo` and `make test` work on a fresh clone.
 #
-# The virtual environment lives in .venv/.  Where no NVIDIA GPU is visible a
-# CPU build of torch 2.13.0 is installed (pip finds a local wheel on the
-# project's machines; elsewhere pass TORCH_PIP_ARGS="--index-url <a CPU
-# wheel index>"), instead of a multi-GB CUDA build.
+# The virtual environment lives in .venv/ and needs Python >= 3.12 (the
+# current Rubin middleware does; rubin-env is 3.13).  PYTHON is found by
+# trying python3.13, python3.12, pyenv's 3.13/3.12 and python3, in that order;
+# `make PYTHON=/path/to/python3.13 ...` chooses one.  torch 2.13.0 is
+# installed first: pip takes a CPU wheel when one is at hand (pass
+# TORCH_PIP_ARGS="--index-url <a CPU wheel index>" to prefer one), otherwise
+# the package index's default build.
 
-PYTHON ?= python3
+FIND_PYTHON = for p in python3.13 python3.12 \
+	  $$(command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/versions/3.13*/bin/python3 2>/dev/null; ls -d "$$(pyenv root)"/versions/3.12*/bin/python3 2>/dev/null) \
+	  python3; do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	    command -v $$p; break; fi; done
+PYTHON ?= $(shell $(FIND_PYTHON))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_REPO ?= demo-repo
@@ -20,6 +28,14 @@ STAMP := $(VENV)/.meas_ml-installed
 all: install
 
 $(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ] && [ ! -x $(PY) ]; then \
+	  echo "meas_ml needs Python >= 3.12 (the current Rubin middleware does) and none was found."; \
+	  echo "Install one (e.g. 'pyenv install 3.13', 'apt-get install python3.13', or use rubin-env),"; \
+	  echo "then run make again, or point to it: make PYTHON=/path/to/python3.13 $(MAKECMDGOALS)"; \
+	  exit 1; fi
+	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+	  echo "$(VENV) holds Python $$($(PY) -c 'import platform; print(platform.python_version())') (< 3.12): recreating it with $(PYTHON)"; \
+	  rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "NVIDIA GPU found: installing torch==$(TORCH_VERSION) with CUDA"; \

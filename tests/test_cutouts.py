@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lsst.meas.ml.cutouts import Stamps, asinh_stretch, cut_stamps, multiband_stack, variance_normalise
-from lsst.meas.ml.images import Box, Exposure, ImageError
+from lsst.meas.ml.images import Box, ImageError, PixelPlanes
 
 
 def ramp(height=40, width=50) -> np.ndarray:
@@ -108,7 +108,7 @@ def test_exposure_planes_calibration_and_mask_bits():
     image = rng.normal(size=(30, 30)).astype(np.float32)
     variance = np.full((30, 30), 4.0, np.float32)
     mask = np.zeros((30, 30), np.int32)
-    exposure = Exposure(image=image, variance=variance, mask=mask, photo_calib=2.0, xy0=(10, 20))
+    exposure = PixelPlanes(image=image, variance=variance, mask=mask, photo_calib=2.0, xy0=(10, 20))
     mask[5, 6] = exposure.get_plane_bitmask("SAT")
     mask[7, 7] = exposure.get_plane_bitmask("DETECTED")
     mask[8, 8] = 1 << 30  # a high bit survives: masks are cut as integers
@@ -132,7 +132,7 @@ def test_nan_pixels_and_all_nan_stamps():
     assert st.bad[1].sum() == 1 and st.bad[1, 4, 4]
     assert not st.bad[2].any()
     # Channel stack of an all-NaN stamp: finite data, masks set, flag raised.
-    exp = Exposure(image=image, variance=variance)
+    exp = PixelPlanes(image=image, variance=variance)
     stack = multiband_stack({"r": exp}, [7, 30], [7, 30], 9, object_mask=None)
     assert np.isfinite(stack.data).all()
     assert stack.channels == ("r", "nan_mask_r")
@@ -146,7 +146,7 @@ def test_zero_sources():
     assert st.data.shape == (0, 2, 11, 11) and st.data.dtype == np.float32
     assert st.missing.shape == st.bad.shape == (0, 11, 11) and st.missing.dtype == bool
     assert st.offimage.shape == (0,) and st.edge.dtype == bool
-    exp = Exposure(image=ramp())
+    exp = PixelPlanes(image=ramp())
     stack = multiband_stack({"g": exp, "r": exp}, [], [], 11, object_mask=3.0)
     assert stack.data.shape == (0, 5, 11, 11) and stack.data.dtype == np.float32
 
@@ -161,7 +161,7 @@ def test_bad_arguments():
     with pytest.raises(ImageError, match="bbox="):
         cut_stamps(lambda box: [ramp()], [1], [1], 5)
     with pytest.raises(ImageError, match="No exposure for band"):
-        multiband_stack({"g": Exposure(image=ramp())}, [1], [1], 5, bands=["g", "z"])
+        multiband_stack({"g": PixelPlanes(image=ramp())}, [1], [1], 5, bands=["g", "z"])
 
 
 def test_reader_reads_only_the_needed_region():
@@ -169,18 +169,18 @@ def test_reader_reads_only_the_needed_region():
     full = Box(1000, 2000, 500, 400)
     calls = []
 
-    def reader(box: Box) -> Exposure:
+    def reader(box: Box) -> PixelPlanes:
         calls.append(box)
         assert full.contains(box)
         rows, cols = full.local_slices(box)
-        return Exposure(image=big[rows, cols], variance=np.ones(box.shape, np.float32), xy0=(box.x0, box.y0))
+        return PixelPlanes(image=big[rows, cols], variance=np.ones(box.shape, np.float32), xy0=(box.x0, box.y0))
 
     x = np.array([1100.0, 1130.0, 1003.0])
     y = np.array([2100.0, 2120.0, 2002.0])
     st = cut_stamps(reader, x, y, 11, bbox=full)
     assert len(calls) == 1
     assert calls[0] == Box(1000, 2000, 136, 126)  # union of the stamps, clipped to the image
-    ref = cut_stamps(Exposure(image=big, xy0=(1000, 2000)), x, y, 11)
+    ref = cut_stamps(PixelPlanes(image=big, xy0=(1000, 2000)), x, y, 11)
     np.testing.assert_array_equal(st.data, ref.data)
     np.testing.assert_array_equal(st.missing, ref.missing)
     assert st.edge.tolist() == [False, False, True]
@@ -242,7 +242,7 @@ def test_multiband_eleven_channels():
             image[0:3, 0:3] = np.nan
             mask[40, 40] = 1  # BAD
         variance = np.full((60, 60), 0.25, np.float32)
-        exposures[band] = Exposure(image=image, variance=variance, mask=mask, xy0=(5, 5))
+        exposures[band] = PixelPlanes(image=image, variance=variance, mask=mask, xy0=(5, 5))
     st = multiband_stack(exposures, [35, 6, 45], [35, 6, 45], 15, bands=bands)
     assert st.data.shape == (3, 11, 15, 15)
     assert st.channels == ("u", "g", "r", "i", "z", "object_mask") + tuple(f"nan_mask_{b}" for b in bands)

@@ -8,7 +8,7 @@ from astropy.io import fits
 
 from lsst.meas.ml.butler import check_repo, create_repo, open_repo, setup_repo, RepoConfigError
 from lsst.meas.ml.fitsio import ExposureReadError, read_exposure, write_exposure
-from lsst.meas.ml.images import Box, Exposure, ImageError
+from lsst.meas.ml.images import Box, ImageError, PixelPlanes
 
 
 def make_exposure(wcs, shape=(80, 100), xy0=(1000, 2000)):
@@ -19,7 +19,7 @@ def make_exposure(wcs, shape=(80, 100), xy0=(1000, 2000)):
     variance = np.full(shape, 2.0, dtype=np.float32)
     psf = np.outer(np.hanning(7), np.hanning(7)).astype(np.float32)
     psf /= psf.sum()
-    return Exposure(image, mask, variance, wcs=wcs, psf=psf, band="r", xy0=xy0, metadata={"VISIT": 42})
+    return PixelPlanes(image, mask, variance, wcs=wcs, psf=psf, band="r", xy0=xy0, metadata={"VISIT": 42})
 
 
 def test_box_geometry():
@@ -34,11 +34,11 @@ def test_box_geometry():
 
 def test_exposure_validates_shapes(simple_wcs):
     with pytest.raises(ImageError, match="mask shape"):
-        Exposure(np.zeros((4, 5)), mask=np.zeros((5, 4)))
+        PixelPlanes(np.zeros((4, 5)), mask=np.zeros((5, 4)))
     with pytest.raises(ImageError, match="variance shape"):
-        Exposure(np.zeros((4, 5)), variance=np.zeros((4, 4)))
+        PixelPlanes(np.zeros((4, 5)), variance=np.zeros((4, 4)))
     with pytest.raises(ImageError, match="odd"):
-        Exposure(np.zeros((4, 5)), psf=np.ones((4, 4)))
+        PixelPlanes(np.zeros((4, 5)), psf=np.ones((4, 4)))
 
 
 def test_subset_keeps_sky_coordinates(simple_wcs):

@@ -217,3 +217,66 @@ def test_cnn_package_with_buffers(tmp_path):
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 15, 15)).astype(np.float32))
     with torch.no_grad():
         torch.testing.assert_close(loaded.build_model()(x), package.build_model()(x), rtol=0, atol=0)
+
+
+def test_own_codec_matches_the_safetensors_package(tmp_path):
+    """Files from the project's codec load with `safetensors`, and the other way round."""
+    safetensors_torch = pytest.importorskip("safetensors.torch", reason="safetensors not installed")
+    from lsst.meas.ml.safetensors_io import decode, encode
+
+    tensors = {
+        "a": torch.arange(12, dtype=torch.float32).reshape(3, 4),
+        "b": torch.tensor([1, -2, 3], dtype=torch.int64),
+        "c": torch.zeros(0, 5, dtype=torch.float16),
+        "d": torch.tensor([True, False]),
+        "e": torch.randn(2, 2).to(torch.bfloat16),
+    }
+    ours = encode(tensors, {"k": "v"})
+    theirs = safetensors_torch.save(tensors, metadata={"k": "v"})
+    for blob in (ours, theirs):
+        back, meta = decode(blob)
+        assert meta == {"k": "v"}
+        loaded = safetensors_torch.load(blob)
+        for name, t in tensors.items():
+            assert back[name].dtype == t.dtype and torch.equal(back[name], t)
+            assert torch.equal(loaded[name], t)
+
+
+def test_codec_refuses_out_of_range_offsets():
+    from lsst.meas.ml.safetensors_io import SafetensorsError, decode, encode
+
+    blob = bytearray(encode({"w": torch.ones(4)}))
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + length])
+    header["w"]["data_offsets"] = [0, 1 << 20]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    bad = struct.pack("<Q", len(text)) + text + bytes(blob[8 + length :])
+    with pytest.raises(SafetensorsError, match="invalid"):
+        decode(bad)
+    header["w"]["data_offsets"] = [0, 8]  # 8 bytes cannot hold 4 float32
+    text = json.dumps(header).encode()
+    with pytest.raises(SafetensorsError, match="do not hold"):
+        decode(struct.pack("<Q", len(text)) + text + bytes(blob[8 + length :]))
+
+
+def test_package_loads_where_safetensors_is_not_installed(tmp_path):
+    """The stack's environment has no `safetensors`: packages still load and save."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "p.safetensors"
+    make_package().save(path)
+    code = (
+        "import sys; sys.modules['safetensors'] = None; sys.modules['safetensors.torch'] = None\n"
+        "from lsst.meas.ml.packages import ModelPackage\n"
+        f"p = ModelPackage.load({str(path)!r})\n"
+        f"p.save({str(tmp_path / 'q.safetensors')!r})\n"
+        f"q = ModelPackage.load({str(tmp_path / 'q.safetensors')!r})\n"
+        "assert q.sha256 == p.sha256\n"
+        "import importlib.util; assert 'safetensors' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
+        "print('loaded', p.family, p.version)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loaded" in out.stdout

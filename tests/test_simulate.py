@@ -9,7 +9,7 @@ import pytest
 from astropy import units as u
 from scipy.spatial import cKDTree
 
-from lsst.meas.ml.images import Exposure
+from lsst.meas.ml.images import PixelPlanes
 from lsst.meas.ml.simulate import (
     ALL_BANDS,
     DIA_LABELS,
@@ -60,7 +60,7 @@ def test_tiny_survey_products(tiny):
     assert len(tiny.visit_products) == cfg.n_visits * cfg.n_detectors
     for patch in tiny.geometry.patches:
         exp = tiny.coadds[(patch.index, "r")]
-        assert isinstance(exp, Exposure)
+        assert isinstance(exp, PixelPlanes)
         assert exp.bbox == patch.outer
         assert exp.band == "r" and exp.photo_calib == 1.0
         assert np.isclose(exp.psf.sum(), 1.0, atol=1e-4)
@@ -255,18 +255,18 @@ def test_detect_sources_finds_positive_and_negative():
     image = rng.normal(0, 10.0, (80, 90))
     image[20 - 7 : 20 + 8, 30 - 7 : 30 + 8] += 5000 * psf
     image[60 - 7 : 60 + 8, 70 - 7 : 70 + 8] -= 3000 * psf
-    exp = Exposure(image=image.astype(np.float32), variance=np.full(image.shape, 100.0, np.float32),
+    exp = PixelPlanes(image=image.astype(np.float32), variance=np.full(image.shape, 100.0, np.float32),
                    psf=psf.astype(np.float32), xy0=(100, 200))
     found = detect_sources(exp, threshold=5.0)
     assert len(found["x"]) == 2
     assert np.allclose(sorted(found["x"]), [130, 170], atol=0.3)
     assert np.allclose(sorted(found["y"]), [220, 260], atol=0.3)
     assert np.allclose(sorted(found["psfFlux"]), [-3000, 5000], rtol=0.1)
-    noise_only = Exposure(image=rng.normal(0, 10.0, (80, 90)).astype(np.float32),
+    noise_only = PixelPlanes(image=rng.normal(0, 10.0, (80, 90)).astype(np.float32),
                           variance=np.full((80, 90), 100.0, np.float32), psf=psf.astype(np.float32))
     assert len(detect_sources(noise_only, threshold=5.0)["x"]) == 0
     with pytest.raises(ValueError, match="PSF"):
-        detect_sources(Exposure(image=np.zeros((10, 10), np.float32)))
+        detect_sources(PixelPlanes(image=np.zeros((10, 10), np.float32)))
 
 
 def test_draw_sources_needs_float64_model():

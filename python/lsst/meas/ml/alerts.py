@@ -27,7 +27,7 @@ one pixel short of the parent coordinate of array element ``[0, 0]``.
 `read_cutout` keeps the WCS as standard FITS and sets
 ``xy0 = (CUTMINX + 1, CUTMINY + 1)`` so that the parent-frame position of
 the DIA source, its sky position and its light all coincide; the raw cards
-stay in ``Exposure.metadata``.  Pass ``cutmin_offset=0`` to use the cards
+stay in ``PixelPlanes.metadata``.  Pass ``cutmin_offset=0`` to use the cards
 as written.
 """
 
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import Exposure
+from .images import PixelPlanes
 
 __all__ = [
     "AlertError",
@@ -128,7 +128,7 @@ def read_cutout(
     *,
     band: str | None = None,
     cutmin_offset: int = RUBIN_CUTMIN_OFFSET,
-) -> Exposure:
+) -> PixelPlanes:
     """Read one alert cutout into an `~lsst.meas.ml.images.Exposure`.
 
     Parameters
@@ -210,7 +210,7 @@ def read_cutout(
         metadata["CUTMINX"] = int(header["CUTMINX"])
         metadata["CUTMINY"] = int(header["CUTMINY"])
         xy0 = (int(header["CUTMINX"]) + cutmin_offset, int(header["CUTMINY"]) + cutmin_offset)
-    return Exposure(
+    return PixelPlanes(
         image=image,
         variance=variance,
         wcs=wcs,

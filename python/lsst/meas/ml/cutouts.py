@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .images import Box, Exposure, ImageError
+from .images import Box, ImageError, PixelPlanes
 
 __all__ = [
     "PlaneReader",
@@ -63,9 +63,9 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 _POOL_LOCK = threading.Lock()
 
-#: ``reader(box) -> Exposure | Sequence[np.ndarray]``: the planes of a
+#: ``reader(box) -> PixelPlanes | Sequence[np.ndarray]``: the planes of a
 #: parent-frame sub-box (e.g. a Butler ``get`` with a ``bbox`` parameter).
-PlaneReader = Callable[[Box], "Exposure | Sequence[np.ndarray]"]
+PlaneReader = Callable[[Box], "PixelPlanes | Sequence[np.ndarray]"]
 
 
 @dataclasses.dataclass
@@ -151,7 +151,7 @@ def _union_box(x0: np.ndarray, y0: np.ndarray, size: int, ok: np.ndarray) -> Box
     return Box(bx0, by0, int(x0[ok].max()) + size - bx0, int(y0[ok].max()) + size - by0)
 
 
-def _exposure_planes(exposure: Exposure, bad_mask_bits: int | Sequence[str]) -> tuple[list[np.ndarray], int]:
+def _exposure_planes(exposure: PixelPlanes, bad_mask_bits: int | Sequence[str]) -> tuple[list[np.ndarray], int]:
     """Image and variance in nJy, and the mask, of an exposure."""
     image = exposure.image_njy()
     variance = exposure.variance
@@ -163,7 +163,7 @@ def _exposure_planes(exposure: Exposure, bad_mask_bits: int | Sequence[str]) -> 
 
 
 def cut_stamps(
-    planes: Sequence[np.ndarray] | Exposure | PlaneReader,
+    planes: Sequence[np.ndarray] | PixelPlanes | PlaneReader,
     x: np.ndarray | Sequence[float],
     y: np.ndarray | Sequence[float],
     size: int,
@@ -183,7 +183,7 @@ def cut_stamps(
         Pixel planes of one shape.  Float planes are checked for NaN;
         integer planes are bit masks (``bad_mask_bits`` applies to them).
         An exposure gives three channels: image and variance in nJy, and
-        the mask.  A callable ``reader(box) -> Exposure | planes`` is called
+        the mask.  A callable ``reader(box) -> PixelPlanes | planes`` is called
         once with the parent-frame box covering all stamps (clipped to
         ``bbox``), so only that region is read (e.g. a Butler ``get`` with
         a ``bbox`` parameter); ``bbox`` is then required.
@@ -232,7 +232,7 @@ def cut_stamps(
         raise ImageError(f"threads must be None (auto) or a positive integer, got {threads!r}.")
     sx0, sy0, finite = stamp_boxes(x, y, size)
 
-    if callable(planes) and not isinstance(planes, (Exposure, Sequence, np.ndarray)):
+    if callable(planes) and not isinstance(planes, (PixelPlanes, Sequence, np.ndarray)):
         if bbox is None:
             raise ImageError("cut_stamps with a reader needs bbox=, the parent-frame box of the whole image.")
         full = Box.coerce(bbox)
@@ -241,13 +241,13 @@ def cut_stamps(
             # No stamp touches the image: read one pixel, only to learn the planes.
             need = Box(full.x0, full.y0, min(1, full.width), min(1, full.height))
         planes = planes(need)
-        if isinstance(planes, Exposure) and planes.bbox != need:
+        if isinstance(planes, PixelPlanes) and planes.bbox != need:
             raise ImageError(f"Reader returned an exposure covering {planes.bbox}; {need} was requested.")
         region = need
     else:
         region = None
 
-    if isinstance(planes, Exposure):
+    if isinstance(planes, PixelPlanes):
         xy0 = planes.xy0
         plane_list, bits = _exposure_planes(planes, bad_mask_bits)
     else:
@@ -255,7 +255,7 @@ def cut_stamps(
             planes = [planes]
         plane_list = [np.asarray(p) for p in planes]
         if not isinstance(bad_mask_bits, (int, np.integer)):
-            raise ImageError("bad_mask_bits must be an integer bit mask unless an Exposure is given.")
+            raise ImageError("bad_mask_bits must be an integer bit mask unless an PixelPlanes is given.")
         bits = int(bad_mask_bits)
         if region is not None:
             xy0 = (region.x0, region.y0)
@@ -566,7 +566,7 @@ def variance_normalise(
 
 
 def multiband_stack(
-    exposures: Mapping[str, Exposure | PlaneReader],
+    exposures: Mapping[str, PixelPlanes | PlaneReader],
     x: np.ndarray | Sequence[float],
     y: np.ndarray | Sequence[float],
     size: int,
@@ -588,7 +588,7 @@ def multiband_stack(
     Parameters
     ----------
     exposures : `~collections.abc.Mapping` [`str`, `~lsst.meas.ml.images.Exposure` or callable]
-        Exposure (or reader, see `cut_stamps`) per band, on one pixel grid
+        PixelPlanes (or reader, see `cut_stamps`) per band, on one pixel grid
         (parent frame); their boxes may differ.
     x, y : array-like
         Parent-frame positions.
@@ -673,7 +673,7 @@ def multiband_stack(
             detected = np.zeros((n, size, size), dtype=bool)
             for band, st in zip(bands, per_band, strict=True):
                 exp = exposures[band]
-                planes = exp.mask_planes if isinstance(exp, Exposure) else None
+                planes = exp.mask_planes if isinstance(exp, PixelPlanes) else None
                 bit = 1 << (planes or {}).get("DETECTED", 5)
                 if st.mask is not None:
                     detected |= (st.mask & bit) != 0

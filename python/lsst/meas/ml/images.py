@@ -1,15 +1,24 @@
-"""A pure-NumPy exposure: image, mask, variance, WCS, PSF, band, calibration.
+"""Pixel planes: the flat view of an image that cutouts and models read.
 
-`Exposure` is the in-memory type every ``meas_ml`` task consumes.  It holds
-what the stack's ``lsst.afw.image.ExposureF`` holds that the models need,
-without depending on ``lsst.afw`` (which is not installable from the package
-index).  Inside the full stack, `Exposure.from_afw` converts an afw exposure.
+Images live in the Butler as Rubin's own ``lsst.images`` types
+(`lsst.images.VisitImage`, `lsst.images.DifferenceImage`,
+`lsst.images.MaskedImage`) under daf_butler's storage classes; inside the full
+stack an ``ExposureF`` dataset reaches a task through the stack's converters
+(``VisitImage.from_legacy``).  `PixelPlanes` is what those objects look like
+to the stamp code: NumPy image, variance and mask arrays (views, not copies),
+the mask's plane-to-bit map, the parent-frame origin, a PSF image, the band,
+and the image's `lsst.images.SkyProjection` (a full WCS in parent-frame
+pixels).  `PixelPlanes.from_image` builds one from any ``lsst.images`` masked
+image; the simulation and the alert reader build them from arrays and turn
+them into ``lsst.images`` objects with `lsst.meas.ml.stack_images`.
 
-Pixel coordinates follow the stack's convention: an exposure covers the
-parent-frame box ``bbox`` (``x0, y0, width, height``); array index
-``[j, i]`` is parent pixel ``(x0 + i, y0 + j)``; pixel centres are integers.
-The WCS is always expressed in *local* array coordinates (zero-based, as
-astropy's ``pixel_to_world`` expects), so cutting a sub-image shifts it.
+Pixel coordinates follow the stack's convention: the planes cover the
+parent-frame box ``bbox`` (``x0, y0, width, height``); array index ``[j, i]``
+is parent pixel ``(x0 + i, y0 + j)``; pixel centres are integers.  An
+optional astropy ``wcs`` is in *local* array coordinates (zero-based), as the
+simulation makes it; ``sky_projection`` is in parent-frame coordinates.
+Mask planes may be named in the stack's current spelling (``SATURATED``) or
+the older one (``SAT``): lookups accept both.
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import numpy as np
 __all__ = [
     "Box",
     "DEFAULT_MASK_PLANES",
-    "Exposure",
     "ImageError",
+    "PixelPlanes",
+    "shift_wcs",
 ]
 
 
@@ -102,6 +112,12 @@ class Box:
         half = size // 2
         return cls(int(np.floor(x + 0.5)) - half, int(np.floor(y + 0.5)) - half, size, size)
 
+    def to_stack(self) -> Any:
+        """The same box as an `lsst.images.Box` (the Butler's ``bbox`` read parameter)."""
+        import lsst.images as li
+
+        return li.Box.factory[self.y0 : self.y1, self.x0 : self.x1]
+
     @classmethod
     def coerce(cls, value: Any) -> Box:
         """Accept a `Box`, a 4-sequence ``(x0, y0, width, height)``, a mapping,
@@ -113,6 +129,8 @@ class Box:
             return cls(int(value["x0"]), int(value["y0"]), int(value["width"]), int(value["height"]))
         if hasattr(value, "getMinX"):
             return cls(value.getMinX(), value.getMinY(), value.getWidth(), value.getHeight())
+        if hasattr(value, "x") and hasattr(getattr(value, "x"), "start"):  # an lsst.images.Box
+            return cls(value.x.start, value.y.start, value.x.size, value.y.size)
         try:
             x0, y0, w, h = value
         except (TypeError, ValueError):
@@ -123,8 +141,8 @@ class Box:
 
 
 @dataclasses.dataclass
-class Exposure:
-    """A calibrated image with its mask, variance and metadata.
+class PixelPlanes:
+    """The pixel planes of an image, with what the stamp code needs to know.
 
     Parameters
     ----------
@@ -137,6 +155,8 @@ class Exposure:
         2-d float32 variance of ``image``.
     wcs : `astropy.wcs.WCS`, optional
         Celestial WCS in local (zero-based array) coordinates.
+    sky_projection : `lsst.images.SkyProjection`, optional
+        Full WCS in parent-frame coordinates (used before ``wcs``).
     psf : `numpy.ndarray`, optional
         Odd-sized image of the PSF at the centre of the exposure, sum 1.
     band : `str`, optional
@@ -155,6 +175,7 @@ class Exposure:
     mask: np.ndarray | None = None
     variance: np.ndarray | None = None
     wcs: Any = None
+    sky_projection: Any = None
     psf: np.ndarray | None = None
     band: str | None = None
     photo_calib: float = 1.0
@@ -165,7 +186,7 @@ class Exposure:
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image)
         if self.image.ndim != 2:
-            raise ImageError(f"Exposure image must be 2-d, got shape {self.image.shape}.")
+            raise ImageError(f"Image must be 2-d, got shape {self.image.shape}.")
         if self.mask is None:
             self.mask = np.zeros(self.image.shape, dtype=np.int32)
         if self.variance is None:
@@ -175,7 +196,7 @@ class Exposure:
         for name, plane in (("mask", self.mask), ("variance", self.variance)):
             if plane.shape != self.image.shape:
                 raise ImageError(
-                    f"Exposure {name} shape {plane.shape} does not match image shape "
+                    f"Image {name} shape {plane.shape} does not match image shape "
                     f"{self.image.shape}; image, mask and variance must have one shape."
                 )
         if self.psf is not None:
@@ -198,13 +219,26 @@ class Exposure:
         """The OR of the bits of the named mask planes (unknown names raise)."""
         value = 0
         for name in names:
-            try:
-                value |= 1 << self.mask_planes[name]
-            except KeyError:
-                raise ImageError(
-                    f"Unknown mask plane {name!r}; this exposure has {sorted(self.mask_planes)}."
-                ) from None
+            bit = self.plane_bit(name)
+            if bit is None:
+                raise ImageError(f"Unknown mask plane {name!r}; this image has {sorted(self.mask_planes)}.")
+            value |= 1 << bit
         return value
+
+    def plane_bit(self, name: str) -> int | None:
+        """Bit of a mask plane given in either spelling (None when absent)."""
+        if name in self.mask_planes:
+            return self.mask_planes[name]
+        from .stack_images import LEGACY_PLANE_NAMES, to_v2_plane_name
+
+        for alias in (to_v2_plane_name(name), *(k for k, v in LEGACY_PLANE_NAMES.items() if v.name == name)):
+            if alias in self.mask_planes:
+                return self.mask_planes[alias]
+        return None
+
+    def has_plane(self, name: str) -> bool:
+        """Whether the mask has a plane (either spelling)."""
+        return self.plane_bit(name) is not None
 
     def image_njy(self) -> np.ndarray:
         """Image in nJy (a view when ``photo_calib`` is 1)."""
@@ -226,7 +260,7 @@ class Exposure:
         return float(2.3548 * np.sqrt(sigma2))
 
     # ------------------------------------------------------------------
-    def subset(self, bbox: Any) -> Exposure:
+    def subset(self, bbox: Any) -> PixelPlanes:
         """A copy restricted to ``bbox`` (parent frame), which must lie inside."""
         box = Box.coerce(bbox)
         if not self.bbox.contains(box):
@@ -241,66 +275,108 @@ class Exposure:
             mask=self.mask[rows, cols].copy(),
             variance=self.variance[rows, cols].copy(),
             wcs=shift_wcs(self.wcs, cols.start, rows.start),
+            sky_projection=self.sky_projection,
             xy0=(box.x0, box.y0),
             mask_planes=dict(self.mask_planes),
             metadata=dict(self.metadata),
         )
 
     def pixel_to_sky(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Parent-frame pixel positions to (ra, dec) in degrees."""
+        """Parent-frame pixel positions to (ra, dec) in degrees (full WCS, SIP included)."""
+        if self.sky_projection is not None:
+            coord = self.sky_projection.pixel_to_sky(x=np.asarray(x, float), y=np.asarray(y, float))
+            return np.asarray(coord.ra.deg), np.asarray(coord.dec.deg)
         if self.wcs is None:
-            raise ImageError("Exposure has no WCS.")
+            raise ImageError("Image has no WCS.")
         x = np.asarray(x, dtype=float) - self.xy0[0]
         y = np.asarray(y, dtype=float) - self.xy0[1]
-        ra, dec = self.wcs.wcs_pix2world(x, y, 0)
+        ra, dec = self.wcs.all_pix2world(x, y, 0)
         return np.asarray(ra), np.asarray(dec)
 
     def sky_to_pixel(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ra, dec) in degrees to parent-frame pixel positions."""
+        if self.sky_projection is not None:
+            from astropy.coordinates import SkyCoord
+
+            xy = self.sky_projection.sky_to_pixel(SkyCoord(np.asarray(ra, float), np.asarray(dec, float), unit="deg"))
+            return np.asarray(xy.x, float), np.asarray(xy.y, float)
         if self.wcs is None:
-            raise ImageError("Exposure has no WCS.")
-        x, y = self.wcs.wcs_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
+            raise ImageError("Image has no WCS.")
+        x, y = self.wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
         return np.asarray(x) + self.xy0[0], np.asarray(y) + self.xy0[1]
 
     # ------------------------------------------------------------------
     @classmethod
-    def from_afw(cls, exposure: Any) -> Exposure:
-        """Convert an ``lsst.afw.image.Exposure`` (full stack only).
+    def from_image(cls, image: Any) -> PixelPlanes:
+        """The planes of an ``lsst.images`` masked image (views, no copies).
 
-        Copies image, mask, variance and mask-plane names; converts the WCS
-        through its FITS representation, the PSF by evaluating its kernel
-        image at the centre, and the photometric calibration to its mean
-        nJy-per-count factor.  Not exercised where ``lsst.afw`` is absent.
+        Parameters
+        ----------
+        image : `lsst.images.MaskedImage`
+            Or a subclass: `lsst.images.VisitImage`,
+            `lsst.images.DifferenceImage`, `lsst.images.cells.CellCoadd`.
+            A `PixelPlanes` is returned as it is.
+
+        Returns
+        -------
+        planes : `PixelPlanes`
+            Image in its own unit, converted to nJy by ``photo_calib`` when the
+            unit is another flux density; the PSF image is the PSF model
+            evaluated at the centre of the image (`None` without a PSF).
+
+        Raises
+        ------
+        ImageError
+            For an object that is not an ``lsst.images`` masked image (an afw
+            ``PixelPlanes`` outside the full stack, say), naming the way out.
         """
+        if isinstance(image, PixelPlanes):
+            return image
         try:
-            import lsst.afw.image  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - full stack only
-            raise ImageError("Exposure.from_afw needs lsst.afw (the full Science Pipelines).") from exc
-        from astropy.wcs import WCS  # pragma: no cover
+            import lsst.images as li
+        except ImportError as exc:  # pragma: no cover - lsst-images is a dependency
+            raise ImageError("lsst-images is needed to read images.") from exc
+        if not isinstance(image, li.MaskedImage):
+            raise ImageError(
+                f"Expected an lsst.images masked image (VisitImage, DifferenceImage, MaskedImage), got "
+                f"{type(image).__module__}.{type(image).__name__}. Inside the full stack ask the Butler "
+                "for the VisitImage/DifferenceImage storage class; without afw read afw-written files with "
+                "lsst.meas.ml.stack_images.read_afw_masked_image."
+            )
+        from .stack_images import packed_mask
 
-        mi = exposure.maskedImage  # pragma: no cover
-        bbox = exposure.getBBox()  # pragma: no cover
-        wcs = None  # pragma: no cover
-        if exposure.hasWcs():  # pragma: no cover
-            header = exposure.wcs.getFitsMetadata().toDict()
-            wcs = shift_wcs(WCS(header), bbox.getMinX(), bbox.getMinY())  # header is in parent frame
-        psf = None  # pragma: no cover
-        if exposure.hasPsf():  # pragma: no cover
-            psf = exposure.psf.computeKernelImage(bbox.getCenter()).array.astype(np.float32)
-        calib = 1.0  # pragma: no cover
-        if exposure.photoCalib is not None:  # pragma: no cover
-            calib = float(exposure.photoCalib.getCalibrationMean())
-        band = exposure.filter.bandLabel if exposure.filter is not None else None  # pragma: no cover
-        return cls(  # pragma: no cover
-            image=mi.image.array.astype(np.float32, copy=False),
-            mask=mi.mask.array.astype(np.int32, copy=False),
-            variance=mi.variance.array.astype(np.float32, copy=False),
-            wcs=wcs,
+        bbox = image.bbox
+        calib = 1.0
+        unit = image.unit
+        if unit is not None:
+            import astropy.units as u
+
+            try:
+                calib = float((1.0 * unit).to(u.nJy).value)
+            except u.UnitConversionError:
+                calib = 1.0
+        mask, bits = packed_mask(image.mask)
+        psf = band = None
+        if isinstance(image, li.VisitImage):
+            band = image.band
+            try:
+                kernel = image.psf.compute_kernel_image(x=bbox.x.center, y=bbox.y.center)
+                psf = np.asarray(kernel.array, dtype=np.float32)
+                if psf.ndim != 2 or psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
+                    psf = None
+            except Exception:  # a PSF that cannot be read or evaluated: flagged downstream
+                psf = None
+        return cls(
+            image=image.image.array,
+            mask=mask,
+            variance=image.variance.array,
+            sky_projection=image.sky_projection,
             psf=psf,
             band=band,
             photo_calib=calib,
-            xy0=(bbox.getMinX(), bbox.getMinY()),
-            mask_planes=dict(mi.mask.getMaskPlaneDict()),
+            xy0=(bbox.x.start, bbox.y.start),
+            mask_planes=bits,
+            metadata=dict(getattr(image, "metadata", None) or {}),
         )
 
 

@@ -29,7 +29,6 @@ import datetime
 import hashlib
 import json
 import os
-import struct
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +37,7 @@ import torch
 
 from . import __version__ as _meas_ml_version
 from .models import ArchitectureError, build_model, list_architectures
+from .safetensors_io import SafetensorsError, decode, encode, read_header
 
 __all__ = [
     "FORMAT_VERSION",
@@ -343,9 +343,7 @@ class ModelPackage:
     # Serialisation
     def to_bytes(self) -> bytes:
         """Serialise to the bytes of a ``.safetensors`` file."""
-        from safetensors.torch import save
-
-        return save(self.state_dict, metadata={MANIFEST_KEY: json.dumps(self.manifest, sort_keys=True)})
+        return encode(self.state_dict, {MANIFEST_KEY: json.dumps(self.manifest, sort_keys=True)})
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "<bytes>") -> ModelPackage:
@@ -356,11 +354,14 @@ class ModelPackage:
         PackageError
             If the bytes are not a model package or fail any check.
         """
-        from safetensors.torch import load
-
         data = bytes(data)
-        header = _read_header(data, source)
+        try:
+            header, _ = read_header(data)
+        except SafetensorsError as exc:
+            raise PackageError(f"Model package {source}: not a safetensors file ({exc}).") from exc
         metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            metadata = {}
         if MANIFEST_KEY not in metadata:
             raise PackageError(
                 f"Model package {source}: safetensors file has no {MANIFEST_KEY!r} metadata; it is plain "
@@ -371,8 +372,8 @@ class ModelPackage:
         except json.JSONDecodeError as exc:
             raise PackageError(f"Model package {source}: manifest is not valid JSON: {exc}") from exc
         try:
-            state = load(data)
-        except Exception as exc:
+            state, _ = decode(data)
+        except SafetensorsError as exc:
             raise PackageError(f"Model package {source}: cannot read tensors: {exc}") from exc
         return cls(manifest, state, source=source)
 
@@ -419,21 +420,3 @@ class ModelPackage:
                 f"Model package path {path} is a directory, not a .safetensors file."
             ) from None
         return cls.from_bytes(data, source=path)
-
-
-def _read_header(data: bytes, source: str) -> dict[str, Any]:
-    """Parse the JSON header of a safetensors byte string."""
-    if len(data) < 8:
-        raise PackageError(f"Model package {source}: {len(data)} bytes is too short for a safetensors file.")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > len(data) - 8:
-        raise PackageError(
-            f"Model package {source}: not a safetensors file (header length {length} exceeds the file)."
-        )
-    try:
-        header = json.loads(data[8 : 8 + length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PackageError(f"Model package {source}: not a safetensors file ({exc}).") from exc
-    if not isinstance(header, dict):
-        raise PackageError(f"Model package {source}: not a safetensors file (header is not an object).")
-    return header

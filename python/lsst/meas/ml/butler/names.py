@@ -9,16 +9,26 @@ names); `LEGACY_NAMES` are the names older repositories use; apply them with
 
 from __future__ import annotations
 
-__all__ = ["CURRENT_NAMES", "LEGACY_NAMES", "model_dataset_type", "model_run"]
+__all__ = ["CURRENT_NAMES", "DP1_NAMES", "LEGACY_NAMES", "model_dataset_type", "model_run"]
 
 #: Connection-template key -> current Rubin dataset type name.
 CURRENT_NAMES: dict[str, str] = {
     "visitImage": "visit_image",
     "templateImage": "template_detector",
     "differenceImage": "difference_image",
-    "diaSourceTable": "dia_source_detector",
+    # Every DIA source, before the stack's reliability cut (dia_source_detector
+    # holds only those that pass it).
+    "diaSourceTable": "dia_source_unstandardized",
     "coadd": "deep_coadd",
     "objectTable": "object",
+}
+
+#: Data Preview 1's names where they differ: one DIA source table per tract
+#: (no per-detector table) and no per-detector template (the DIA task then
+#: derives the template from the visit and difference images).
+DP1_NAMES: dict[str, str] = {
+    "diaSourceTable": "dia_source",
+    "templateCoadd": "template_coadd",
 }
 
 #: The same keys with the names used by older repositories.

@@ -25,6 +25,7 @@ __all__ = [
     "CONFIG_DIR",
     "DATASET_TYPES",
     "RepoConfigError",
+    "SHAPE_DATASET_TYPES",
     "check_repo",
     "create_repo",
     "ensure_storage_classes",
@@ -38,20 +39,38 @@ __all__ = [
 #: value for ``DAF_BUTLER_CONFIG_PATH``.
 CONFIG_DIR: str = str(resources.files("lsst.meas.ml.butler") / "configs")
 
-_STORAGE_CLASSES = ("MLExposure", "MLModelPackage")
+_STORAGE_CLASSES = ("MLModelPackage",)
 
-#: Dataset types the simulated survey writes and the tasks read:
-#: name -> (dimensions, storage class).
+_VD = ("instrument", "visit", "detector")
+_TRACT = ("skymap", "tract")
+_PATCH_BAND = ("skymap", "tract", "patch", "band")
+
+#: Dataset types common to every repository shape the simulated survey
+#: writes and the tasks read: name -> (dimensions, storage class).  Images
+#: use the stack's own ``lsst.images`` storage classes.
 DATASET_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
-    "visit_image": (("instrument", "visit", "detector"), "MLExposure"),
-    "template_detector": (("instrument", "visit", "detector"), "MLExposure"),
-    "difference_image": (("instrument", "visit", "detector"), "MLExposure"),
-    "dia_source_detector": (("instrument", "visit", "detector"), "ArrowAstropy"),
-    "truth_dia_source": (("instrument", "visit", "detector"), "ArrowAstropy"),
-    "deep_coadd": (("skymap", "tract", "patch", "band"), "MLExposure"),
-    "object": (("skymap", "tract"), "ArrowAstropy"),
-    "truth_object": (("skymap", "tract"), "ArrowAstropy"),
-    "specz": (("skymap", "tract"), "ArrowAstropy"),
+    "visit_image": (_VD, "VisitImage"),
+    "difference_image": (_VD, "DifferenceImage"),
+    "truth_dia_source": (_VD, "ArrowAstropy"),
+    "deep_coadd": (_PATCH_BAND, "MaskedImageV2"),
+    "object": (_TRACT, "ArrowAstropy"),
+    "truth_object": (_TRACT, "ArrowAstropy"),
+    "specz": (_TRACT, "ArrowAstropy"),
+}
+
+#: The dataset types that differ between repository shapes.  ``drp``: the
+#: current DRP's per-detector template and DIA sources before any reliability
+#: cut; ``dp1``: Data Preview 1's per-patch template coadd and one DIA source
+#: table per tract (no per-detector template or DIA source table).
+SHAPE_DATASET_TYPES: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "drp": {
+        "template_detector": (_VD, "MaskedImageV2"),
+        "dia_source_unstandardized": (_VD, "ArrowAstropy"),
+    },
+    "dp1": {
+        "template_coadd": (_PATCH_BAND, "MaskedImageV2"),
+        "dia_source": (_TRACT, "ArrowAstropy"),
+    },
 }
 
 
@@ -75,8 +94,7 @@ def ensure_storage_classes() -> None:
     when `lsst.meas.ml.butler` is imported, so by every meas_ml task) lets a
     task read meas_ml datasets even from a repository whose ``butler.yaml``
     lacks the plugin: the datastore records which formatter wrote each file.
-    Writing new ``MLExposure``/``MLModelPackage`` datasets still needs the
-    plugin's formatters (`setup_repo` or ``DAF_BUTLER_CONFIG_PATH``).
+    Writing new ``MLModelPackage`` datasets still needs the plugin's formatter (`setup_repo` or ``DAF_BUTLER_CONFIG_PATH``).
     """
     from lsst.daf.butler import StorageClassFactory
 
@@ -183,11 +201,14 @@ def setup_repo(repo: str | os.PathLike) -> bool:
     return changed
 
 
-def register_dataset_types(butler: Butler, names: Iterable[str] | None = None) -> list[DatasetType]:
-    """Register (idempotently) the dataset types of `DATASET_TYPES`."""
+def register_dataset_types(
+    butler: Butler, names: Iterable[str] | None = None, *, shape: str = "drp"
+) -> list[DatasetType]:
+    """Register (idempotently) `DATASET_TYPES` and those of a repository ``shape``."""
+    known = {**DATASET_TYPES, **SHAPE_DATASET_TYPES[shape]}
     out = []
-    for name in names if names is not None else DATASET_TYPES:
-        dims, storage_class = DATASET_TYPES[name]
+    for name in names if names is not None else known:
+        dims, storage_class = known[name]
         dataset_type = DatasetType(name, dims, storage_class, universe=butler.dimensions)
         butler.registry.registerDatasetType(dataset_type)
         out.append(dataset_type)

@@ -25,7 +25,7 @@ from ..alerts import CUTOUT_NAMES, AlertError, AlertRecord, read_cutout
 from ..engine import InferenceEngine
 from ..packages import ModelPackage
 from .data import StampSet, _stampset_from, bad_psf
-from .scoring import check_package, predict_probabilities, score_table, use_dihedral_average
+from .scoring import check_package, score_stamps
 
 __all__ = ["AlertStamps", "alert_stamps", "score_alerts"]
 
@@ -126,18 +126,15 @@ def score_alerts(
     check_package(package)
     engine = engine or InferenceEngine()
     prepared = alert_stamps(records, int(package.inputs["stamp_size"]))
-    probs = None
-    if prepared.usable.any():
-        average = use_dihedral_average(dihedral, package, engine)
-        probs = predict_probabilities(package, prepared.stamps.x, engine, average=average)
-    table = score_table(
+    table = score_stamps(
+        package,
         np.array([r.diaSourceId for r in records], dtype=np.int64),
-        probs,
         prepared.stamps,
+        engine,
         scored=prepared.usable,
+        dihedral=dihedral,
         max_nan_fraction=max_nan_fraction,
         extra_flags=prepared.flags,
-        meta={"model": package.name, "model_version": package.version, "model_sha256": package.sha256},
     )
     table["reference_score"] = np.array([r.reference_score for r in records], dtype=np.float32)
     table["reference_score"].description = "The survey's own real/bogus score (Rubin reliability, ZTF drb)."

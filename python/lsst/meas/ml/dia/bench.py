@@ -25,7 +25,7 @@ import torch
 
 from ..bench import best_time
 from ..engine import InferenceConfig, InferenceEngine
-from ..images import Exposure
+from ..images import PixelPlanes
 from ..packages import ModelPackage
 from .data import cut_source_stamps
 from .scoring import predict_probabilities
@@ -33,7 +33,7 @@ from .scoring import predict_probabilities
 __all__ = ["make_detector", "run_benchmark"]
 
 
-def make_detector(n_sources: int, image_size: int, *, seed: int = 0) -> tuple[Exposure, Exposure, Exposure, np.ndarray, np.ndarray]:
+def make_detector(n_sources: int, image_size: int, *, seed: int = 0) -> tuple[PixelPlanes, PixelPlanes, PixelPlanes, np.ndarray, np.ndarray]:
     """A synthetic detector: science, template, difference and source positions."""
     rng = np.random.default_rng(seed)
     shape = (image_size, image_size)
@@ -53,7 +53,7 @@ def make_detector(n_sources: int, image_size: int, *, seed: int = 0) -> tuple[Ex
         science[r0:r1, c0:c1] += piece
     var = np.ones(shape, np.float32)
     psf = blob / blob.sum()
-    make = lambda img: Exposure(image=img, variance=var, psf=psf)  # noqa: E731
+    make = lambda img: PixelPlanes(image=img, variance=var, psf=psf)  # noqa: E731
     return make(science), make(template), make(diff), x, y
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..cutouts import asinh_stretch, cut_stamps
-from ..images import Exposure
+from ..images import PixelPlanes
 
 __all__ = [
     "CHANNELS",
@@ -41,6 +41,7 @@ __all__ = [
     "bad_psf",
     "cut_raw_stamps",
     "cut_source_stamps",
+    "derived_template",
     "make_channels",
 ]
 
@@ -231,9 +232,9 @@ def make_channels(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cut_source_stamps(
-    science: Exposure,
-    template: Exposure,
-    difference: Exposure,
+    science: PixelPlanes,
+    template: PixelPlanes,
+    difference: PixelPlanes,
     x: np.ndarray,
     y: np.ndarray,
     size: int,
@@ -266,13 +267,36 @@ def cut_source_stamps(
                 f"The {name} covers {exp.bbox} but the difference image covers {difference.bbox}; "
                 "the classifier needs all three on one pixel grid (use the warped template)."
             )
-    known = [p for p in bad_mask_planes if p in difference.mask_planes]
+    known = [p for p in bad_mask_planes if difference.has_plane(p)]
     bits = difference.get_plane_bitmask(*known) if known else 0
     return _stampset_from(cut_raw_stamps(science, template, difference, x, y, size), bits)
 
 
+def derived_template(science: PixelPlanes, difference: PixelPlanes) -> PixelPlanes:
+    """The PSF-matched template as the visit image minus the difference image.
+
+    A difference image is ``science - K * template``, so this is the template
+    convolved with the matching kernel ``K``, on the visit's pixel grid: what
+    a repository without a per-detector template (Data Preview 1) still
+    holds.  Pixels are in nJy; the variance is the visit image's (the channel
+    preparation uses only the difference image's variance); the mask is the
+    union of both masks.
+    """
+    if science.bbox != difference.bbox:
+        raise DiaDataError(
+            f"The visit image covers {science.bbox} but the difference image covers {difference.bbox}; "
+            "a template cannot be derived from images on different pixel grids."
+        )
+    image = science.image_njy().astype(np.float32) - difference.image_njy().astype(np.float32)
+    variance = np.asarray(science.variance, np.float32) * np.float32(science.photo_calib**2)
+    return dataclasses.replace(
+        science, image=image, variance=variance, mask=science.mask, photo_calib=1.0, psf=difference.psf,
+        metadata={"TEMPLATE": "visit image - difference image"},
+    )
+
+
 def cut_raw_stamps(
-    science: Exposure, template: Exposure, difference: Exposure, x: np.ndarray, y: np.ndarray, size: int
+    science: PixelPlanes, template: PixelPlanes, difference: PixelPlanes, x: np.ndarray, y: np.ndarray, size: int
 ) -> Any:
     """Raw stamps (`~lsst.meas.ml.cutouts.Stamps`, NaN off the image) with the
     six channels science, template, difference (nJy), difference variance
@@ -311,7 +335,7 @@ def _stampset_from(stamps: Any, bad_mask_bits: int = 0) -> StampSet:
     )
 
 
-def bad_psf(exposure: Exposure, *, min_fwhm: float = 0.8, max_fwhm: float = 15.0) -> bool:
+def bad_psf(exposure: PixelPlanes, *, min_fwhm: float = 0.8, max_fwhm: float = 15.0) -> bool:
     """Whether an exposure's PSF is missing or implausible (FWHM in pixels)."""
     fwhm = exposure.psf_fwhm_pixels()
     return not (np.isfinite(fwhm) and min_fwhm <= fwhm <= max_fwhm)

@@ -41,6 +41,7 @@ __all__ = [
     "DIHEDRAL_CHOICES",
     "FLAG_BITS",
     "FLAG_DOCS",
+    "score_stamps",
     "check_package",
     "predict_probabilities",
     "score_table",
@@ -206,3 +207,51 @@ def score_table(
         f"{bit}={name}" for name, bit in FLAG_BITS.items()
     )
     return table
+
+
+def score_stamps(
+    package: ModelPackage,
+    ids: np.ndarray,
+    stamps: StampSet,
+    engine: InferenceEngine,
+    *,
+    scored: np.ndarray | None = None,
+    dihedral: str = "auto",
+    max_nan_fraction: float = 0.25,
+    extra_flags: Mapping[str, np.ndarray] | None = None,
+) -> Table:
+    """Score prepared stamps and build the score table: the one DIA recipe.
+
+    The task (`ClassifyDiaSourcesTask.run`) and alert scoring
+    (`lsst.meas.ml.dia.alert_scoring.score_alerts`) both end here, so a
+    package is checked, rotation-averaged, predicted and tabulated the same
+    way whatever the stamps came from.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        A ``dia`` package (checked here).
+    ids : `numpy.ndarray`
+        ``diaSourceId`` of every row.
+    stamps : `StampSet`
+        Stamps of the rows to score (``scored`` rows, in order).
+    engine : `~lsst.meas.ml.engine.InferenceEngine`
+        The engine that runs the model.
+    scored : `numpy.ndarray`, optional
+        Which rows have stamps (default all).
+    dihedral : `str`
+        Rotation-averaging policy (`DIHEDRAL_CHOICES`).
+    max_nan_fraction : `float`
+        ``flag_nan`` threshold.
+    extra_flags : `dict`, optional
+        Full-length flag columns OR-ed in.
+    """
+    check_package(package, stamp_size=stamps.x.shape[-1] if len(stamps) else None)
+    ids = np.asarray(ids, dtype=np.int64)
+    scored = np.ones(len(ids), bool) if scored is None else np.asarray(scored, bool)
+    average = use_dihedral_average(dihedral, package, engine)
+    probs = predict_probabilities(package, stamps.x, engine, average=average) if scored.any() else None
+    meta = {"model": package.name, "model_version": package.version, "model_sha256": package.sha256,
+            "dihedral_average": bool(average)}
+    return score_table(ids, probs, stamps if scored.any() else None, scored=scored,
+                       max_nan_fraction=max_nan_fraction, extra_flags=extra_flags, meta=meta)

@@ -1,10 +1,12 @@
 """``ClassifyDiaSourcesTask``: reliability and coarse class for every DIA source.
 
 Per ``(instrument, visit, detector)`` it reads the visit image, the
-template warped to it, the difference image and the DIA source table; cuts
-stamps for all sources at once; runs the ``ml_model_dia`` package through
-the shared inference engine; and writes ``ml_dia_scores`` (columns in
-`lsst.meas.ml.dia.scoring`).
+difference image, the template (or derives it, see ``templateSource``) and
+the DIA sources of that detector (from a per-detector table, or from a
+per-tract table such as Data Preview 1's ``dia_source``, see
+``diaSourceLevel``); cuts stamps for all sources at once; runs the
+``ml_model_dia`` package through the shared inference engine; and writes
+``ml_dia_scores`` (columns in `lsst.meas.ml.dia.scoring`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
@@ -20,14 +22,17 @@ import lsst.pipe.base.connectionTypes as cT
 
 from ..butler.names import CURRENT_NAMES, model_dataset_type
 from ..engine import InferenceConfig, InferenceEngine
-from ..images import Exposure
+from ..images import PixelPlanes
 from ..packages import ModelPackage
-from .data import DiaDataError, StampSet, bad_psf, cut_source_stamps
-from .scoring import DIHEDRAL_CHOICES, check_package, predict_probabilities, score_table, use_dihedral_average
+from .data import DiaDataError, StampSet, bad_psf, cut_source_stamps, derived_template
+from .scoring import DIHEDRAL_CHOICES, check_package, score_stamps
 
 __all__ = ["ClassifyDiaSourcesConfig", "ClassifyDiaSourcesConnections", "ClassifyDiaSourcesTask"]
 
 _DIMENSIONS = ("instrument", "visit", "detector")
+
+#: Columns the task reads from a DIA source table.
+SOURCE_COLUMNS = ("diaSourceId", "x", "y")
 
 
 class ClassifyDiaSourcesConnections(
@@ -43,26 +48,27 @@ class ClassifyDiaSourcesConnections(
     science = cT.Input(
         doc="Calibrated visit image (the science image of the subtraction).",
         name="{visitImage}",
-        storageClass="MLExposure",
+        storageClass="VisitImage",
         dimensions=_DIMENSIONS,
     )
     template = cT.Input(
-        doc="Template warped and PSF-matched to the visit image.",
+        doc="Template warped and PSF-matched to the visit image (templateSource='detector' only).",
         name="{templateImage}",
-        storageClass="MLExposure",
+        storageClass="MaskedImageV2",
         dimensions=_DIMENSIONS,
     )
     difference = cT.Input(
-        doc="Difference image (visit minus template).",
+        doc="Difference image (visit minus matched template).",
         name="{differenceImage}",
-        storageClass="MLExposure",
+        storageClass="DifferenceImage",
         dimensions=_DIMENSIONS,
     )
     diaSources = cT.Input(
-        doc="DIA sources detected on the difference image (needs diaSourceId, x, y).",
+        doc="DIA sources of the detector (needs diaSourceId, x, y), before any reliability cut.",
         name="{diaSourceTable}",
         storageClass="ArrowAstropy",
         dimensions=_DIMENSIONS,
+        deferLoad=True,
     )
     model = cT.PrerequisiteInput(
         doc="DIA classifier model package (`meas-ml train dia`).",
@@ -77,8 +83,44 @@ class ClassifyDiaSourcesConnections(
         dimensions=_DIMENSIONS,
     )
 
+    def __init__(self, *, config: ClassifyDiaSourcesConfig | None = None) -> None:
+        super().__init__(config=config)
+        if config is None:
+            return
+        if config.templateSource == "derived":
+            del self.template
+        if config.diaSourceLevel == "tract":
+            # One table per tract (Data Preview 1's dia_source): every tract
+            # the detector overlaps is read, and the rows of this visit and
+            # detector are kept.
+            self.diaSources = cT.Input(
+                doc="DIA sources per tract (needs diaSourceId, visit, detector, x, y).",
+                name=config.connections.diaSourceTable,
+                storageClass="ArrowAstropy",
+                dimensions=("skymap", "tract"),
+                deferLoad=True,
+                multiple=True,
+            )
+
 
 class ClassifyDiaSourcesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=ClassifyDiaSourcesConnections):
+    templateSource = pexConfig.ChoiceField[str](
+        doc="Where the template stamps come from.",
+        allowed={
+            "detector": "the per-detector warped template ({templateImage}, e.g. template_detector)",
+            "derived": "visit image minus difference image: the PSF-matched template, for repositories "
+            "without a per-detector template (Data Preview 1)",
+        },
+        default="detector",
+    )
+    diaSourceLevel = pexConfig.ChoiceField[str](
+        doc="Dimensions of the DIA source table.",
+        allowed={
+            "detector": "one table per (visit, detector), e.g. dia_source_unstandardized",
+            "tract": "one table per tract with visit and detector columns (Data Preview 1's dia_source)",
+        },
+        default="detector",
+    )
     stampSize = pexConfig.RangeField[int](
         doc="Stamp side in pixels; must equal the model package's stamp_size.", default=32, min=8
     )
@@ -88,7 +130,7 @@ class ClassifyDiaSourcesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=
         default="auto",
     )
     badMaskPlanes = pexConfig.ListField[str](
-        doc="Mask planes that set flag_masked when present in a stamp.",
+        doc="Mask planes that set flag_masked when present in a stamp (either spelling: SAT or SATURATED).",
         default=["BAD", "SAT", "NO_DATA", "SUSPECT"],
     )
     maxNanFraction = pexConfig.RangeField[float](
@@ -113,6 +155,26 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
         super().__init__(**kwargs)
         self.engine = InferenceEngine(self.config.inference, log=self.log)
 
+    def read_sources(self, handles: Any, visit: int, detector: int) -> Table:
+        """The DIA sources of one detector from deferred table handles.
+
+        Only the needed columns are read; a per-tract table (or several) is
+        cut to the rows of ``visit`` and ``detector``.
+        """
+        if self.config.diaSourceLevel == "detector":
+            return _read_columns(handles, SOURCE_COLUMNS)
+        parts = []
+        for handle in handles:
+            table = _read_columns(handle, (*SOURCE_COLUMNS, "visit", "detector"))
+            keep = (np.asarray(table["visit"]) == visit) & (np.asarray(table["detector"]) == detector)
+            parts.append(table[keep])
+        if not parts:
+            return Table({c: np.zeros(0) for c in SOURCE_COLUMNS})
+        table = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+        # A source in the overlap of two tracts appears once per tract.
+        _, first = np.unique(np.asarray(table["diaSourceId"]), return_index=True)
+        return table[np.sort(first)]
+
     def runQuantum(
         self,
         butlerQC: pipeBase.QuantumContext,
@@ -120,27 +182,33 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
         outputRefs: pipeBase.OutputQuantizedConnection,
     ) -> None:
         inputs = butlerQC.get(inputRefs)
-        outputs = self.run(**inputs)
-        butlerQC.put(outputs, outputRefs)
+        data_id = butlerQC.quantum.dataId
+        inputs["diaSources"] = self.read_sources(inputs["diaSources"], data_id["visit"], data_id["detector"])
+        butlerQC.put(self.run(**inputs), outputRefs)
 
     def run(
         self,
-        science: Exposure,
-        template: Exposure,
-        difference: Exposure,
+        science: Any,
+        difference: Any,
         diaSources: Table,
         model: ModelPackage,
+        template: Any = None,
     ) -> pipeBase.Struct:
         """Score the DIA sources of one detector.
 
         Parameters
         ----------
-        science, template, difference : `~lsst.meas.ml.images.Exposure`
-            Visit image, warped template and difference image (one grid).
+        science : `lsst.images.VisitImage`
+            Visit image (or `~lsst.meas.ml.images.PixelPlanes`).
+        difference : `lsst.images.DifferenceImage`
+            Difference image on the visit's pixel grid.
         diaSources : `astropy.table.Table`
             DIA sources with ``diaSourceId``, ``x``, ``y`` (parent pixels).
         model : `~lsst.meas.ml.packages.ModelPackage`
             A ``dia`` package whose stamp size equals ``config.stampSize``.
+        template : `lsst.images.MaskedImage`, optional
+            Template warped to the visit; required when ``templateSource`` is
+            ``"detector"``, ignored (derived) when ``"derived"``.
 
         Returns
         -------
@@ -152,45 +220,57 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
         PackageError
             The package is not a DIA classifier for this stamp size/channels.
         DiaDataError
-            The DIA source table lacks a needed column.
+            The DIA source table lacks a needed column, or a template is
+            missing where one is configured.
         """
         check_package(model, stamp_size=self.config.stampSize)
-        missing = [c for c in ("diaSourceId", "x", "y") if c not in diaSources.colnames]
+        missing = [c for c in SOURCE_COLUMNS if c not in diaSources.colnames]
         if missing:
             raise DiaDataError(
                 f"DIA source table ({self.config.connections.diaSourceTable}) lacks column(s) {missing}; "
                 f"it has {diaSources.colnames[:20]}. Point the 'diaSourceTable' connection template at a "
                 "table with diaSourceId and x, y in parent pixels."
             )
+        science = PixelPlanes.from_image(science)
+        difference = PixelPlanes.from_image(difference)
+        if self.config.templateSource == "derived":
+            template = derived_template(science, difference)
+        elif template is None:
+            raise DiaDataError(
+                "templateSource='detector' but no template was given; pass one, or set "
+                "templateSource='derived' to use the visit image minus the difference image."
+            )
+        else:
+            template = PixelPlanes.from_image(template)
         ids = np.asarray(diaSources["diaSourceId"], dtype=np.int64)
         x = np.asarray(diaSources["x"], dtype=float)
         y = np.asarray(diaSources["y"], dtype=float)
-        meta = {"model": model.name, "model_version": model.version, "model_sha256": model.sha256}
         if len(ids) == 0:
             self.log.info("No DIA sources; writing an empty score table.")
-            return pipeBase.Struct(scores=score_table(ids, None, None, meta=meta))
         stamps: StampSet = cut_source_stamps(
             science, template, difference, x, y, self.config.stampSize,
             bad_mask_planes=list(self.config.badMaskPlanes),
         )
         scored = ~stamps.offimage
-        average = use_dihedral_average(self.config.dihedralAverage, model, self.engine)
-        probs = None
-        if scored.any():
-            probs = predict_probabilities(model, stamps.x[scored], self.engine, average=average)
         psf_bad = bad_psf(difference, min_fwhm=self.config.minPsfFwhm, max_fwhm=self.config.maxPsfFwhm)
-        table = score_table(
-            ids,
-            probs,
-            stamps.subset(scored) if not scored.all() else stamps,
-            scored=scored,
-            max_nan_fraction=self.config.maxNanFraction,
+        table = score_stamps(
+            model, ids, stamps.subset(scored), self.engine, scored=scored,
+            dihedral=self.config.dihedralAverage, max_nan_fraction=self.config.maxNanFraction,
             extra_flags={"flag_bad_psf": np.full(len(ids), psf_bad), "flag_offimage": ~scored},
-            meta=dict(meta, dihedral_average=bool(average)),
         )
+        table.meta["template_source"] = self.config.templateSource
         self.log.info(
-            "Scored %d of %d DIA sources (%d off the image, %d at the edge, %d masked)%s.",
+            "Scored %d of %d DIA sources (%d off the image, %d at the edge, %d masked; template: %s)%s.",
             int(scored.sum()), len(ids), int((~scored).sum()), int(stamps.edge.sum()),
-            int(stamps.masked.sum()), " with rotation averaging" if average else "",
+            int(stamps.masked.sum()), self.config.templateSource,
+            " with rotation averaging" if table.meta["dihedral_average"] else "",
         )
         return pipeBase.Struct(scores=table)
+
+
+def _read_columns(handle: Any, wanted: tuple[str, ...]) -> Table:
+    """Read the wanted columns that exist from a deferred table handle (or pass a table)."""
+    if isinstance(handle, Table):
+        return handle
+    available = set(handle.get(component="columns"))
+    return handle.get(parameters={"columns": [c for c in wanted if c in available]})

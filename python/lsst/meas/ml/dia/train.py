@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from ..alerts import read_alerts
 from ..butler.names import CURRENT_NAMES
 from ..engine import InferenceEngine
-from ..images import Exposure
+from ..images import PixelPlanes
 from ..models import build_model
 from ..packages import ModelPackage
 from .. import metrics
@@ -159,9 +159,9 @@ def butler_training_set(
 
 
 def labelled_stamps(
-    science: Exposure,
-    template: Exposure,
-    difference: Exposure,
+    science: PixelPlanes,
+    template: PixelPlanes,
+    difference: PixelPlanes,
     sources: Table,
     truth: Table,
     *,

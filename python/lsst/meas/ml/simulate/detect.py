@@ -15,7 +15,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from ..images import Exposure
+from ..images import PixelPlanes
 from .render import bit
 
 __all__ = [
@@ -36,7 +36,7 @@ PIXEL_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def detect_sources(diff: Exposure, threshold: float = 5.0, min_separation: int = 3) -> dict[str, np.ndarray]:
+def detect_sources(diff: PixelPlanes, threshold: float = 5.0, min_separation: int = 3) -> dict[str, np.ndarray]:
     """Detect positive and negative point sources in a difference image.
 
     Parameters

@@ -28,6 +28,7 @@ from .survey import TRACT_ID, SimulatedSurvey, simulate_survey
 __all__ = [
     "EXTRA_DATASET_TYPES",
     "SIM_COLLECTION",
+    "SHAPES",
     "SIM_RUN",
     "SKYMAP_NAME",
     "build_repo",
@@ -133,15 +134,36 @@ def insert_dimension_records(butler: Butler, geometry: SurveyGeometry) -> None:
             )
 
 
+#: Repository shapes `write_survey` can write (see
+#: `lsst.meas.ml.butler.SHAPE_DATASET_TYPES`).
+SHAPES: tuple[str, ...] = ("drp", "dp1")
+
+
 def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
-                 chain: str = SIM_COLLECTION) -> int:
+                 chain: str = SIM_COLLECTION, *, shape: str = "drp") -> int:
     """Put every product of a survey into ``run`` (and chain ``chain`` to it).
+
+    Images are written as ``lsst.images`` types under the stack's storage
+    classes: visit images as `lsst.images.VisitImage`, difference images as
+    `lsst.images.DifferenceImage`, templates and coadds as
+    `lsst.images.MaskedImage` (on the tract's pixel frame for coadds).
+
+    Parameters
+    ----------
+    shape : `str`
+        ``"drp"``: per-detector templates (``template_detector``) and DIA
+        sources (``dia_source_unstandardized``), as the current DRP writes
+        them; ``"dp1"``: Data Preview 1's ``template_coadd`` per patch and
+        band and one ``dia_source`` table per tract.
 
     Returns the number of datasets written.
     """
     from ..butler import DATASET_TYPES, register_dataset_types
+    from ..stack_images import coadd_frame, to_masked_image, to_visit_image
 
-    register_dataset_types(butler)
+    if shape not in SHAPES:
+        raise ValueError(f"Unknown repository shape {shape!r}; choose one of {SHAPES}.")
+    register_dataset_types(butler, shape=shape)
     for name, (dims, storage_class) in EXTRA_DATASET_TYPES.items():
         if name not in DATASET_TYPES:
             dataset_type = DatasetType(name, dims, storage_class, universe=butler.dimensions)
@@ -153,9 +175,17 @@ def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
 
     n = 0
     tract_id = {"skymap": SKYMAP_NAME, "tract": TRACT_ID}
-    for (patch, band), exposure in survey.coadds.items():
-        butler.put(exposure, "deep_coadd", dataId={**tract_id, "patch": patch, "band": band}, run=run)
+    geometry = survey.geometry
+    tract_box = geometry.tract_box.to_stack()
+    frame = coadd_frame(tract_box, skymap=SKYMAP_NAME, tract=TRACT_ID)
+    for (patch, band), planes in survey.coadds.items():
+        coadd = to_masked_image(planes, frame)
+        data_id = {**tract_id, "patch": patch, "band": band}
+        butler.put(coadd, "deep_coadd", dataId=data_id, run=run)
         n += 1
+        if shape == "dp1":  # the simulated template is the deep coadd itself
+            butler.put(coadd, "template_coadd", dataId=data_id, run=run)
+            n += 1
     for name, table in (
         ("object", survey.object),
         ("truth_object", survey.truth_object),
@@ -166,20 +196,33 @@ def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
     ):
         butler.put(table, name, dataId=tract_id, run=run)
         n += 1
+    records = {r["id"]: r for r in MLSim(survey.config.n_detectors).detector_records()}
     for p in survey.visit_products:
         data_id = {"instrument": INSTRUMENT_NAME, "visit": p.visit, "detector": p.detector}
-        butler.put(p.science, "visit_image", dataId=data_id, run=run)
-        butler.put(p.template, "template_detector", dataId=data_id, run=run)
-        butler.put(p.difference, "difference_image", dataId=data_id, run=run)
-        butler.put(p.dia_source, "dia_source_detector", dataId=data_id, run=run)
+        identity = dict(
+            instrument=INSTRUMENT_NAME, visit=p.visit, detector_id=p.detector,
+            detector_name=records[p.detector]["full_name"], physical_filter=physical_filter_name(p.band),
+            mjd=p.mjd, exposure_time=survey.config.exposure_time,
+        )
+        butler.put(to_visit_image(p.science, **identity), "visit_image", dataId=data_id, run=run)
+        butler.put(to_visit_image(p.difference, difference=True, **identity), "difference_image",
+                   dataId=data_id, run=run)
         butler.put(p.truth, "truth_dia_source", dataId=data_id, run=run)
-        n += 5
+        n += 3
+        if shape == "drp":
+            butler.put(to_masked_image(p.template), "template_detector", dataId=data_id, run=run)
+            butler.put(p.dia_source, "dia_source_unstandardized", dataId=data_id, run=run)
+            n += 2
+    if shape == "dp1":
+        butler.put(survey.dia_source, "dia_source", dataId=tract_id, run=run)
+        n += 1
     butler.put(survey.config.to_dict(), "mlsim_config", dataId={}, run=run)
     return n + 1
 
 
 def build_repo(
-    root: str | os.PathLike, config: SurveyConfig | None = None, *, overwrite: bool = False
+    root: str | os.PathLike, config: SurveyConfig | None = None, *, overwrite: bool = False,
+    shape: str = "drp",
 ) -> dict[str, Any]:
     """Simulate a survey and write it into a new Butler repository at ``root``.
 
@@ -191,6 +234,8 @@ def build_repo(
         Survey parameters (`SurveyConfig.default` if not given).
     overwrite : `bool`
         Replace an existing repository at ``root``.
+    shape : `str`
+        Repository shape, ``"drp"`` or ``"dp1"`` (see `write_survey`).
 
     Returns
     -------
@@ -210,7 +255,7 @@ def build_repo(
     t_sim = time.perf_counter() - t0
     t0 = time.perf_counter()
     butler = create_repo(root, overwrite=overwrite)
-    n = write_survey(butler, survey)
+    n = write_survey(butler, survey, shape=shape)
     t_write = time.perf_counter() - t0
     summary = survey.summary()
     summary.update(
@@ -219,6 +264,7 @@ def build_repo(
             "run": SIM_RUN,
             "collection": SIM_COLLECTION,
             "instrument": INSTRUMENT_NAME,
+            "shape": shape,
             "skymap": SKYMAP_NAME,
             "datasets": n,
             "simulate_s": round(t_sim, 2),

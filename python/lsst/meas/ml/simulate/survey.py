@@ -38,7 +38,7 @@ import numpy as np
 from astropy.table import Table, vstack
 from scipy import ndimage
 
-from ..images import Exposure
+from ..images import PixelPlanes
 from .config import ALL_BANDS, SurveyConfig, flux_to_mag, mag_to_flux
 from .detect import PIXEL_FLAGS, associate, detect_sources, match_to_injections
 from .galaxies import (
@@ -120,7 +120,7 @@ class SimulatedSurvey:
     truth_object: Table
     object: Table
     specz: Table
-    coadds: dict[tuple[int, str], Exposure]
+    coadds: dict[tuple[int, str], PixelPlanes]
     visit_products: list[VisitDetectorProducts]
     dia_object: Table
     transients: Table
@@ -171,7 +171,7 @@ class SimulatedSurvey:
 @dataclasses.dataclass
 class _CoaddBand:
     band: str
-    exposure: Exposure  # the whole tract
+    exposure: PixelPlanes  # the whole tract
     psf: Any
     noise: NoiseModel
     spline: np.ndarray  # cubic-spline coefficients of the NaN-free image
@@ -217,7 +217,7 @@ def _render_coadd(
     apply_saturation(image, mask, noise.saturation)
     if rng.uniform() < 0.7:
         add_nodata_rectangle(image, variance, mask, rng, max_frac=0.2)
-    exposure = Exposure(
+    exposure = PixelPlanes(
         image=image.astype(np.float32),
         mask=mask,
         variance=variance.astype(np.float32),
@@ -505,7 +505,7 @@ class _Injections:
         return {k: np.array([r[k] for r in self.rows]) for k in keys}
 
 
-def _warp_template(cb: _CoaddBand, geom: SurveyGeometry, det: DetectorGeometry) -> Exposure:
+def _warp_template(cb: _CoaddBand, geom: SurveyGeometry, det: DetectorGeometry) -> PixelPlanes:
     """The coadd resampled onto the detector's pixel grid."""
     h, w = det.box.shape
     jj, ii = np.mgrid[0:h, 0:w]
@@ -523,7 +523,7 @@ def _warp_template(cb: _CoaddBand, geom: SurveyGeometry, det: DetectorGeometry) 
     image[nodata] = np.nan
     variance[nodata] = np.nan
     mask[nodata] |= bit("NO_DATA")
-    return Exposure(
+    return PixelPlanes(
         image=image.astype(np.float32),
         mask=mask,
         variance=variance.astype(np.float32),
@@ -536,7 +536,7 @@ def _warp_template(cb: _CoaddBand, geom: SurveyGeometry, det: DetectorGeometry) 
     )
 
 
-def _difference(science: Exposure, template: Exposure, kernel_sigma: float) -> Exposure:
+def _difference(science: PixelPlanes, template: PixelPlanes, kernel_sigma: float) -> PixelPlanes:
     """Science minus the template convolved with a Gaussian matching kernel."""
     t = np.where(np.isfinite(template.image), template.image, 0.0).astype(np.float64)
     tv = np.where(np.isfinite(template.variance), template.variance, 0.0).astype(np.float64)
@@ -552,7 +552,7 @@ def _difference(science: Exposure, template: Exposure, kernel_sigma: float) -> E
     image[nodata] = np.nan
     variance[nodata] = np.nan
     mask[nodata] |= bit("NO_DATA")
-    return Exposure(
+    return PixelPlanes(
         image=image.astype(np.float32),
         mask=mask.astype(np.int32),
         variance=variance.astype(np.float32),
@@ -684,7 +684,7 @@ def _simulate_visit_detector(
         "MLSIM": True, "BAND": band, "VISIT": visit.visit, "DETECTOR": det.detector,
         "MJD": visit.mjd, "EXPTIME": config.exposure_time, "PSF_FWHM": fwhm, "SATURATE": noise.saturation,
     }
-    science = Exposure(image=image.astype(np.float32), mask=mask, variance=variance.astype(np.float32),
+    science = PixelPlanes(image=image.astype(np.float32), mask=mask, variance=variance.astype(np.float32),
                        wcs=det.wcs, psf=psf_img, band=band, photo_calib=1.0, xy0=(0, 0), metadata=meta)
     template = _warp_template(coadd, geom, det)
     template.metadata.update({"VISIT": visit.visit, "DETECTOR": det.detector})
@@ -717,7 +717,7 @@ def _point(flux: float):
     return galsim.DeltaFunction(flux=float(flux))
 
 
-def _tables(visit: VisitGeometry, det: DetectorGeometry, difference: Exposure,
+def _tables(visit: VisitGeometry, det: DetectorGeometry, difference: PixelPlanes,
             found: dict[str, np.ndarray], inj: _Injections) -> tuple[Table, Table]:
     n = len(found["x"])
     if n > 9999:
@@ -877,7 +877,7 @@ def simulate_survey(config: SurveyConfig | None = None) -> SimulatedSurvey:
 
     t0 = time.perf_counter()
     coadd_bands = {band: _render_coadd(config, geom, cols, band) for band in config.coadd_bands}
-    coadds: dict[tuple[int, str], Exposure] = {}
+    coadds: dict[tuple[int, str], PixelPlanes] = {}
     for patch in geom.patches:
         for band, cb in coadd_bands.items():
             exp = cb.exposure.subset(patch.outer)
