@@ -18,6 +18,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_REPO ?= demo-repo
 DEMO_SIZE ?= default
+DEMO_SHAPE ?= drp
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
@@ -51,7 +52,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/meas-ml demo --repo $(DEMO_REPO) --size $(DEMO_SIZE)
+	$(VENV)/bin/meas-ml demo --repo $(DEMO_REPO) --size $(DEMO_SIZE) --shape $(DEMO_SHAPE)
 
 # The whole suite; slow end-to-end checks run in their reduced form.
 test: $(STAMP)

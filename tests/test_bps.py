@@ -47,7 +47,7 @@ def test_bps_submit_with_parsl(tiny_repo, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     butler = Butler.from_config(str(tiny_repo))
     refs = butler.query_datasets("ml_dia_scores", collections="u/test/bps", explain=False)
-    inputs = butler.query_datasets("dia_source_detector", collections="MLSim/defaults", explain=False)
+    inputs = butler.query_datasets("dia_source_unstandardized", collections="MLSim/defaults", explain=False)
     assert len(refs) == len(inputs) > 0
     table = butler.get(refs[0])
     assert "ml_reliability" in table.colnames

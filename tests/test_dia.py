@@ -289,7 +289,7 @@ def test_connections_lint_and_templates():
     connections = ClassifyDiaSourcesConnections(config=config)
     names = {c: getattr(connections, c).name for c in ("science", "template", "difference", "diaSources", "model")}
     assert names == {"science": "visit_image", "template": "template_detector", "difference": "difference_image",
-                     "diaSources": "dia_source_detector", "model": "ml_model_dia"}
+                     "diaSources": "dia_source_unstandardized", "model": "ml_model_dia"}
     assert connections.model.dimensions == frozenset() or not connections.model.dimensions
     config.connections.differenceImage = "goodSeeingDiff_differenceExp"
     assert ClassifyDiaSourcesConnections(config=config).difference.name == "goodSeeingDiff_differenceExp"

@@ -1,163 +1,152 @@
-"""The pure-numpy exposure, its FITS layout and its Butler round trip."""
+"""Images as lsst.images types in the Butler, and the PixelPlanes view the stamp code reads."""
 
 from __future__ import annotations
 
+import astropy.units as u
+import lsst.images as li
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
 
-from lsst.meas.ml.butler import check_repo, create_repo, open_repo, setup_repo, RepoConfigError
-from lsst.meas.ml.fitsio import ExposureReadError, read_exposure, write_exposure
+from lsst.meas.ml.butler import RepoConfigError, check_repo, create_repo, open_repo, setup_repo
 from lsst.meas.ml.images import Box, ImageError, PixelPlanes
+from lsst.meas.ml.stack_images import read_afw_masked_image, to_masked_image, to_visit_image
+
+IDENTITY = dict(instrument="MLSim", visit=42, detector_id=1, detector_name="R00_S01",
+                physical_filter="MLSim-r", mjd=60500.1, exposure_time=30.0)
 
 
-def make_exposure(wcs, shape=(80, 100), xy0=(1000, 2000)):
+def make_planes(wcs, shape=(80, 100), xy0=(1000, 2000)):
     rng = np.random.default_rng(1)
     image = rng.normal(size=shape).astype(np.float32)
     mask = np.zeros(shape, dtype=np.int32)
     mask[:, 7] |= 1  # BAD column
+    mask[3, 3] |= 1 << 1  # SAT
     variance = np.full(shape, 2.0, dtype=np.float32)
     psf = np.outer(np.hanning(7), np.hanning(7)).astype(np.float32)
     psf /= psf.sum()
-    return PixelPlanes(image, mask, variance, wcs=wcs, psf=psf, band="r", xy0=xy0, metadata={"VISIT": 42})
+    return PixelPlanes(image, mask, variance, wcs=wcs, psf=psf, band="r", xy0=xy0)
 
 
-def test_box_geometry():
-    a = Box(0, 0, 10, 10)
-    assert a.intersection(Box(5, 5, 10, 10)) == Box(5, 5, 5, 5)
-    assert a.intersection(Box(20, 20, 3, 3)).is_empty
-    assert Box.from_center(10.4, 10.6, 5) == Box(8, 9, 5, 5)
-    assert Box.coerce((1, 2, 3, 4)) == Box(1, 2, 3, 4)
-    with pytest.raises(ImageError, match="pixel box"):
-        Box.coerce("nonsense")
+def sip_wcs(shape=(4000, 4000)):
+    """A TAN-SIP WCS whose distortion moves the corners by about two pixels."""
+    header = {
+        "CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "CRPIX1": shape[1] / 2, "CRPIX2": shape[0] / 2,
+        "CRVAL1": 150.1, "CRVAL2": 2.2, "CD1_1": -5.5e-5, "CD1_2": 1e-6, "CD2_1": 1e-6, "CD2_2": 5.5e-5,
+        "A_ORDER": 2, "B_ORDER": 2, "A_2_0": 2e-7, "A_0_2": -1e-7, "A_1_1": 5e-8, "B_2_0": -1e-7,
+        "B_0_2": 2e-7, "B_1_1": 3e-8, "NAXIS1": shape[1], "NAXIS2": shape[0],
+    }
+    return WCS(fits.Header(header))
 
 
-def test_exposure_validates_shapes(simple_wcs):
-    with pytest.raises(ImageError, match="mask shape"):
+def test_box_geometry_and_stack_box():
+    box = Box(10, 20, 30, 40)
+    assert box.shape == (40, 30) and box.x1 == 40 and box.y1 == 60
+    stack = box.to_stack()
+    assert (stack.x.start, stack.y.start, stack.x.size, stack.y.size) == (10, 20, 30, 40)
+    assert Box.coerce(stack) == box
+    assert box.intersection(Box(35, 55, 10, 10)) == Box(35, 55, 5, 5)
+
+
+def test_planes_validate_shapes(simple_wcs):
+    with pytest.raises(ImageError, match="must have one shape"):
         PixelPlanes(np.zeros((4, 5)), mask=np.zeros((5, 4)))
-    with pytest.raises(ImageError, match="variance shape"):
-        PixelPlanes(np.zeros((4, 5)), variance=np.zeros((4, 4)))
-    with pytest.raises(ImageError, match="odd"):
+    with pytest.raises(ImageError, match="odd sides"):
         PixelPlanes(np.zeros((4, 5)), psf=np.ones((4, 4)))
 
 
-def test_subset_keeps_sky_coordinates(simple_wcs):
-    exp = make_exposure(simple_wcs)
-    sub = exp.subset(Box(1010, 2005, 20, 10))
-    assert np.array_equal(sub.image, exp.image[5:15, 10:30])
-    ra0, dec0 = exp.pixel_to_sky([1020.0], [2010.0])
-    ra1, dec1 = sub.pixel_to_sky([1020.0], [2010.0])
-    assert np.allclose([ra0, dec0], [ra1, dec1], atol=1e-10)
-    with pytest.raises(ImageError, match="not inside"):
-        exp.subset(Box(990, 2000, 20, 10))
-    assert exp.get_plane_bitmask("BAD", "SAT") == 3
-    with pytest.raises(ImageError, match="Unknown mask plane"):
-        exp.get_plane_bitmask("NOPE")
+def test_mask_planes_in_either_spelling(simple_wcs):
+    planes = PixelPlanes.from_image(to_visit_image(make_planes(simple_wcs), **IDENTITY))
+    assert "SATURATED" in planes.mask_planes and "SAT" not in planes.mask_planes
+    assert planes.get_plane_bitmask("SAT") == planes.get_plane_bitmask("SATURATED")
+    assert planes.has_plane("CR") and planes.has_plane("COSMIC_RAY")
+    with pytest.raises(ImageError, match="Unknown mask plane 'NOPE'"):
+        planes.get_plane_bitmask("NOPE")
+    bad = (planes.mask & planes.get_plane_bitmask("BAD")) != 0
+    assert bad[:, 7].all() and bad.sum() == 80
 
 
-def test_fits_layout_round_trip(tmp_path, simple_wcs):
-    exp = make_exposure(simple_wcs)
-    path = tmp_path / "exp.fits"
-    write_exposure(exp, path)
-    with fits.open(path) as hdul:
-        assert [h.name for h in hdul] == ["PRIMARY", "IMAGE", "MASK", "VARIANCE", "PSF"]
-        assert hdul["MASK"].header["MP_BAD"] == 0
-        assert hdul[0].header["LTV1"] == -1000
-    back = read_exposure(path)
-    for name in ("image", "mask", "variance", "psf"):
-        assert np.array_equal(getattr(back, name), getattr(exp, name)), name
-    assert back.xy0 == exp.xy0 and back.band == "r" and back.metadata["VISIT"] == 42
-    assert np.allclose(back.pixel_to_sky([1033.0], [2044.0]), exp.pixel_to_sky([1033.0], [2044.0]))
-
-
-def test_bbox_read_reads_only_needed_rows(tmp_path, simple_wcs):
-    exp = make_exposure(simple_wcs, shape=(400, 300))
-    path = tmp_path / "big.fits"
-    write_exposure(exp, path)
-    box = Box(1100, 2300, 17, 9)
-    cut = read_exposure(path, bbox=box)
-    assert cut.xy0 == (1100, 2300) and cut.image.shape == (9, 17)
-    assert np.array_equal(cut.image, exp.image[300:309, 100:117])
-    assert np.allclose(cut.pixel_to_sky([1105.0], [2304.0]), exp.pixel_to_sky([1105.0], [2304.0]))
-
-
-@pytest.mark.parametrize(
-    "box, words", [(Box(990, 2000, 20, 10), "partly outside"), (Box(0, 0, 5, 5), "wholly outside")]
-)
-def test_bbox_outside_is_a_clear_error(tmp_path, simple_wcs, box, words):
-    path = tmp_path / "e.fits"
-    write_exposure(make_exposure(simple_wcs), path)
-    with pytest.raises(ImageError, match=words):
-        read_exposure(path, bbox=box)
-
-
-def test_corrupt_truncated_and_incomplete_files(tmp_path, simple_wcs):
-    good = tmp_path / "good.fits"
-    write_exposure(make_exposure(simple_wcs), good)
-    data = good.read_bytes()
-    truncated = tmp_path / "truncated.fits"
-    truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ExposureReadError, match="truncated.fits.*(truncated|corrupt)"):
-        read_exposure(truncated)
-    garbage = tmp_path / "garbage.fits"
-    garbage.write_bytes(b"this is not FITS" * 180)
-    with pytest.raises(ExposureReadError, match="garbage.fits.*not a readable FITS"):
-        read_exposure(garbage)
-    no_var = tmp_path / "novar.fits"
-    with fits.open(good) as hdul:
-        fits.HDUList([h.copy() for h in hdul if h.name != "VARIANCE"]).writeto(no_var)
-    with pytest.raises(ExposureReadError, match=r"missing HDU\(s\) \['VARIANCE'\]"):
-        read_exposure(no_var)
-    mismatch = tmp_path / "mismatch.fits"
-    with fits.open(good) as hdul:
-        hdus = [h.copy() for h in hdul]
-        hdus[2] = fits.ImageHDU(np.zeros((3, 3), dtype=np.int32), name="MASK")
-        fits.HDUList(hdus).writeto(mismatch)
-    with pytest.raises(ExposureReadError, match="shapes differ"):
-        read_exposure(mismatch)
-    with pytest.raises(ExposureReadError, match="no such file"):
-        read_exposure(tmp_path / "absent.fits")
-
-
-def test_invalid_exposure_never_leaves_a_partial_file(tmp_path, simple_wcs):
-    exp = make_exposure(simple_wcs)
-    exp.variance = np.zeros((3, 3), dtype=np.float32)  # broken after construction
-    path = tmp_path / "bad.fits"
-    with pytest.raises(ImageError):
-        write_exposure(exp, path)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_butler_round_trip_and_bbox_parameter(tmp_path, simple_wcs):
+def test_visit_image_butler_round_trip_and_bbox_read(tmp_path, simple_wcs):
     from lsst.daf.butler import DatasetType
 
+    original = make_planes(simple_wcs)
     butler = create_repo(tmp_path / "repo")
     butler.registry.registerRun("r")
-    butler.registry.registerDatasetType(DatasetType("img", (), "MLExposure", universe=butler.dimensions))
-    exp = make_exposure(simple_wcs)
-    butler.put(exp, "img", run="r")
-    back = butler.get("img", collections="r")
-    assert np.array_equal(back.image, exp.image) and back.xy0 == exp.xy0
-    cut = butler.get("img", collections="r", parameters={"bbox": Box(1010, 2005, 20, 10)})
-    assert np.array_equal(cut.image, exp.image[5:15, 10:30])
-    assert np.allclose(cut.pixel_to_sky([1020.0], [2010.0]), exp.pixel_to_sky([1020.0], [2010.0]))
-    # The Butler wraps formatter errors in a ValueError that keeps our message.
-    with pytest.raises(ValueError, match="img.*wholly outside"):
-        butler.get("img", collections="r", parameters={"bbox": Box(0, 0, 5, 5)})
+    for name, storage_class in (("vi", "VisitImage"), ("di", "DifferenceImage"), ("tm", "MaskedImageV2")):
+        butler.registry.registerDatasetType(DatasetType(name, (), storage_class, universe=butler.dimensions))
+    butler.put(to_visit_image(original, **IDENTITY), "vi", run="r")
+    butler.put(to_visit_image(original, difference=True, **IDENTITY), "di", run="r")
+    butler.put(to_masked_image(original), "tm", run="r")
+    vi = butler.get("vi", collections="r")
+    assert isinstance(vi, li.VisitImage) and vi.band == "r" and vi.unit == u.nJy
+    assert isinstance(butler.get("di", collections="r"), li.DifferenceImage)
+    planes = PixelPlanes.from_image(vi)
+    assert np.array_equal(planes.image, original.image) and planes.xy0 == original.xy0
+    assert abs(planes.psf_fwhm_pixels() - original.psf_fwhm_pixels()) < 0.05 * original.psf_fwhm_pixels()
+    for name in ("vi", "tm"):
+        cut = butler.get(name, collections="r", parameters={"bbox": Box(1010, 2005, 20, 10).to_stack()})
+        cut = PixelPlanes.from_image(cut)
+        assert cut.xy0 == (1010, 2005)
+        assert np.array_equal(cut.image, original.image[5:15, 10:30])
+        assert np.allclose(cut.pixel_to_sky([1020.0], [2010.0]), original.pixel_to_sky([1020.0], [2010.0]))
 
 
-def test_corrupt_dataset_in_butler_names_the_dataset(tmp_path, simple_wcs):
-    from lsst.daf.butler import DatasetType
+def test_sky_positions_at_detector_corners_match_the_sky_projection():
+    """The full WCS (SIP included) agrees with lsst.images' SkyProjection to far better than 1 mas."""
+    shape = (4000, 4000)
+    wcs = sip_wcs(shape)
+    planes = PixelPlanes(np.zeros(shape, np.float32), wcs=wcs, psf=np.ones((3, 3), np.float32) / 9,
+                         band="r", xy0=(0, 0))
+    visit_image = to_visit_image(planes, **IDENTITY)
+    xs = np.array([0.0, shape[1] - 1.0, 0.0, shape[1] - 1.0])
+    ys = np.array([0.0, 0.0, shape[0] - 1.0, shape[0] - 1.0])
+    ours = PixelPlanes.from_image(visit_image).pixel_to_sky(xs, ys)
+    ref = visit_image.sky_projection.pixel_to_sky(x=xs, y=ys)
+    sep = np.hypot((ours[0] - ref.ra.deg) * np.cos(np.radians(ref.dec.deg)), ours[1] - ref.dec.deg) * 3.6e6
+    assert sep.max() < 1.0  # mas
+    # The same corners through the astropy WCS the simulation uses (SIP applied).
+    astropy_sky = planes.pixel_to_sky(xs, ys)
+    sep = np.hypot((astropy_sky[0] - ref.ra.deg) * np.cos(np.radians(ref.dec.deg)),
+                   astropy_sky[1] - ref.dec.deg) * 3.6e6
+    assert sep.max() < 1.0
+    # SIP matters here: a TAN-only WCS is off by far more than 1 mas at the corners.
+    tan = wcs.deepcopy()
+    tan.sip = None
+    ra, dec = tan.wcs_pix2world(xs, ys, 0)
+    assert (np.hypot((ra - ref.ra.deg) * np.cos(np.radians(dec)), dec - ref.dec.deg) * 3.6e6).max() > 10.0
 
-    butler = create_repo(tmp_path / "repo")
-    butler.registry.registerRun("r")
-    butler.registry.registerDatasetType(DatasetType("img", (), "MLExposure", universe=butler.dimensions))
-    ref = butler.put(make_exposure(simple_wcs), "img", run="r")
-    path = butler.getURI(ref).ospath
-    with open(path, "r+b") as fh:  # same size (the Butler checks sizes), garbage header
-        fh.write(b"\x00garbage" * 300)
-    with pytest.raises(ValueError, match="dataset img.*not a readable FITS"):
-        butler.get(ref)
+
+def test_non_lsst_images_object_is_a_clear_error():
+    class ExposureF:  # what a full-stack repository hands out without a converter
+        pass
+
+    with pytest.raises(ImageError, match="Expected an lsst.images masked image.*read_afw_masked_image"):
+        PixelPlanes.from_image(ExposureF())
+
+
+def test_afw_written_file_reads_without_afw(tmp_path, simple_wcs):
+    """The afw-free route for files the stack wrote: image, mask, variance and WCS."""
+    original = make_planes(simple_wcs)
+    header = simple_wcs.to_header()
+    header["LTV1"], header["LTV2"] = -original.xy0[0], -original.xy0[1]
+    header["BUNIT"] = "nJy"
+    mask_header = fits.Header({"EXTNAME": "MASK", "MP_BAD": 0, "MP_SAT": 1})
+    hdus = fits.HDUList([
+        fits.PrimaryHDU(),
+        fits.ImageHDU(original.image, header=header, name="IMAGE"),
+        fits.ImageHDU(original.mask, header=mask_header),
+        fits.ImageHDU(original.variance, header=fits.Header({"LTV1": header["LTV1"], "LTV2": header["LTV2"]}),
+                      name="VARIANCE"),
+    ])
+    for hdu in hdus[2:]:
+        hdu.header["LTV1"], hdu.header["LTV2"] = header["LTV1"], header["LTV2"]
+    path = tmp_path / "calexp.fits"
+    hdus.writeto(path)
+    read = PixelPlanes.from_image(read_afw_masked_image(str(path), li.GeneralFrame(unit=u.pix)))
+    assert read.xy0 == original.xy0 and np.array_equal(read.image, original.image)
+    assert ((read.mask & read.get_plane_bitmask("SAT")) != 0).sum() == 1
+    assert np.allclose(read.pixel_to_sky([1010.0], [2010.0]), original.pixel_to_sky([1010.0], [2010.0]))
 
 
 def test_repo_without_plugin_config(tmp_path):
@@ -171,26 +160,3 @@ def test_repo_without_plugin_config(tmp_path):
     check_repo(Butler.from_config(tmp_path / "plain"))
     with pytest.raises(RepoConfigError, match="No Butler repository"):
         open_repo(tmp_path / "nowhere")
-
-
-def test_reading_from_a_repo_whose_config_lacks_the_plugin(tmp_path, simple_wcs):
-    """Datasets written with the plugin stay readable by any process that imports
-    lsst.meas.ml (as every meas_ml task does), whatever the repository's config."""
-    import yaml
-    from lsst.daf.butler import Butler, DatasetType
-
-    butler = create_repo(tmp_path / "repo")
-    butler.registry.registerRun("r")
-    butler.registry.registerDatasetType(DatasetType("img", (), "MLExposure", universe=butler.dimensions))
-    exp = make_exposure(simple_wcs)
-    butler.put(exp, "img", run="r")
-    del butler
-    path = tmp_path / "repo" / "butler.yaml"
-    config = yaml.safe_load(path.read_text())
-    config.pop("storageClasses")
-    config["datastore"].pop("formatters")
-    path.write_text(yaml.safe_dump(config))
-    butler = Butler.from_config(str(tmp_path / "repo"))
-    assert np.array_equal(butler.get("img", collections="r").image, exp.image)
-    with pytest.raises(RepoConfigError, match="formatters"):
-        check_repo(butler)

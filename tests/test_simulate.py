@@ -328,7 +328,7 @@ def test_build_repo_and_read_back(tmp_path, tiny):
         "visit_image": cfg.n_visits * cfg.n_detectors,
         "template_detector": cfg.n_visits * cfg.n_detectors,
         "difference_image": cfg.n_visits * cfg.n_detectors,
-        "dia_source_detector": cfg.n_visits * cfg.n_detectors,
+        "dia_source_unstandardized": cfg.n_visits * cfg.n_detectors,
         "truth_dia_source": cfg.n_visits * cfg.n_detectors,
         "deep_coadd": cfg.n_patches * len(cfg.coadd_bands),
         "object": 1,
@@ -338,6 +338,9 @@ def test_build_repo_and_read_back(tmp_path, tiny):
     }
     for name, n in counts.items():
         assert len(butler.query_datasets(name)) == n, name
+    storage = {d.name: d.storageClass_name for d in butler.registry.queryDatasetTypes()}
+    assert storage["visit_image"] == "VisitImage" and storage["difference_image"] == "DifferenceImage"
+    assert storage["template_detector"] == storage["deep_coadd"] == "MaskedImageV2"
 
     # Dimension records the pipelines need.
     visits = list(butler.registry.queryDimensionRecords("visit"))
@@ -373,3 +376,22 @@ def test_build_repo_and_read_back(tmp_path, tiny):
     assert instrument.getName() == "MLSim"
     with pytest.raises(NotImplementedError, match="no raw data"):
         instrument.getRawFormatter({})
+
+
+def test_dp1_shaped_repository(tmp_path, tiny):
+    """Data Preview 1's shape: template_coadd per patch, one dia_source table per tract."""
+    from lsst.daf.butler import Butler
+
+    root = tmp_path / "dp1"
+    summary = build_repo(root, SurveyConfig.tiny(), shape="dp1")
+    assert summary["shape"] == "dp1"
+    butler = Butler.from_config(str(root), collections=SIM_COLLECTION)
+    names = {d.name for d in butler.registry.queryDatasetTypes()}
+    assert {"template_coadd", "dia_source"} <= names
+    assert not names & {"template_detector", "dia_source_unstandardized", "dia_source_detector"}
+    cfg = tiny.config
+    assert len(butler.query_datasets("template_coadd")) == cfg.n_patches * len(cfg.coadd_bands)
+    table = butler.get("dia_source", skymap="mlsim", tract=0)
+    assert len(table) == len(tiny.dia_source) and {"visit", "detector", "x", "y"} <= set(table.colnames)
+    with pytest.raises(ValueError, match="Unknown repository shape"):
+        build_repo(tmp_path / "x", SurveyConfig.tiny(), shape="dp2")

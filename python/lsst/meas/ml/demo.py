@@ -56,23 +56,33 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _survey_ready(repo: Path) -> bool:
+def _survey_shape(repo: Path) -> str | None:
+    """The shape of a complete simulated repository at ``repo`` (None if there is none)."""
     if not (repo / "butler.yaml").exists():
-        return False
+        return None
     from lsst.daf.butler import Butler
 
     try:
         butler = Butler.from_config(str(repo))
-        return bool(butler.query_datasets("object", collections=INPUT_COLLECTION, explain=False))
+        if not butler.query_datasets("object", collections=INPUT_COLLECTION, explain=False):
+            return None
+        names = {d.name for d in butler.registry.queryDatasetTypes()}
+        return "dp1" if "dia_source" in names else "drp"
     except Exception:
-        return False
+        return None
 
 
 def _family_module(family: str) -> Any:
     return importlib.import_module(f"lsst.meas.ml.{family}.demo")
 
 
-def run_demo(repo: str | os.PathLike, *, size: str = "default", fresh: bool = False, jobs: int = 1) -> int:
+#: Pipeline run on each repository shape.
+PIPELINES: dict[str, str] = {"drp": "DemoPipeline.yaml", "dp1": "DP1Pipeline.yaml"}
+
+
+def run_demo(
+    repo: str | os.PathLike, *, size: str = "default", fresh: bool = False, jobs: int = 1, shape: str = "drp"
+) -> int:
     """Run the whole demo; returns a process exit code."""
     from .butler import open_repo
     from .registration import find_package, register_package
@@ -87,14 +97,16 @@ def run_demo(repo: str | os.PathLike, *, size: str = "default", fresh: bool = Fa
     if fresh and repo.exists():
         _say(f"[demo] --fresh: removing {repo}")
         shutil.rmtree(repo)
-    if _survey_ready(repo):
+    ready = _survey_shape(repo)
+    if ready == shape:
         _say(f"[demo] Reusing the simulated survey already in {repo} (make clean, or --fresh, to rebuild).")
     else:
         if repo.exists():
-            _say(f"[demo] {repo} is incomplete; rebuilding it.")
+            why = "incomplete" if ready is None else f"a {ready}-shaped repository, not {shape}"
+            _say(f"[demo] {repo} is {why}; rebuilding it.")
             shutil.rmtree(repo)
-        _say(f"[demo] Simulating the {size} mini-survey into {repo} ...")
-        summary = build_repo(repo, config)
+        _say(f"[demo] Simulating the {size} mini-survey ({shape}-shaped) into {repo} ...")
+        summary = build_repo(repo, config, shape=shape)
         for key, value in summary.items():
             if isinstance(value, (int, float, str)):
                 _say(f"         {key}: {value}")
@@ -122,7 +134,7 @@ def run_demo(repo: str | os.PathLike, *, size: str = "default", fresh: bool = Fa
 
     # 3. pipetask run.
     t0 = time.perf_counter()
-    pipeline = pipeline_path()
+    pipeline = pipeline_path(PIPELINES[shape])
     from lsst.daf.butler import MissingCollectionError
 
     try:

@@ -259,6 +259,7 @@ def cut_source_stamps(
     -------
     stamps : `StampSet`
     """
+    science, template, difference = (PixelPlanes.from_image(i) for i in (science, template, difference))
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     for name, exp in (("visit image", science), ("template", template)):

@@ -27,7 +27,7 @@ from .alert_scoring import score_alerts
 from .scoring import predict_probabilities
 from .train import TrainingSet, alert_training_set, butler_training_set, evaluate
 
-__all__ = ["quality_report", "rotation_spread"]
+__all__ = ["quality_report", "rotation_spread", "template_comparison"]
 
 
 def rotation_spread(package: ModelPackage, x: np.ndarray, engine: InferenceEngine) -> dict[str, float]:
@@ -121,3 +121,59 @@ def quality_report(
             out[mode] = agree
         report["rubin_vs_reliability"] = out
     return report
+
+
+def template_comparison(
+    package: ModelPackage,
+    butler: Any,
+    collections: Sequence[str],
+    *,
+    where: str = "",
+    engine: InferenceEngine | None = None,
+) -> dict[str, Any]:
+    """Scores with the real per-detector template against the derived one.
+
+    On a DRP-shaped simulated repository (per-detector ``template_detector``
+    and ``dia_source_unstandardized``), every detector is scored twice with
+    `ClassifyDiaSourcesTask.run`: with the stored template
+    (``templateSource="detector"``) and with the visit image minus the
+    difference image (``"derived"``, what a Data Preview 1 repository allows).
+    Returns the reliability differences, how many decisions at the package
+    threshold change, and the ROC AUC of each against the simulation's truth.
+    """
+    from .task import ClassifyDiaSourcesConfig, ClassifyDiaSourcesTask
+
+    tasks = {}
+    for source in ("detector", "derived"):
+        config = ClassifyDiaSourcesConfig()
+        config.templateSource = source
+        config.stampSize = int(package.inputs["stamp_size"])
+        tasks[source] = ClassifyDiaSourcesTask(config=config)
+        if engine is not None:
+            tasks[source].engine = engine
+    rel: dict[str, list[np.ndarray]] = {"detector": [], "derived": []}
+    real: list[np.ndarray] = []
+    refs = butler.query_datasets("difference_image", collections=collections, where=where, explain=False)
+    for ref in refs:
+        get = lambda name: butler.get(name, ref.dataId, collections=collections)  # noqa: E731
+        science, template, difference = get("visit_image"), get("template_detector"), butler.get(ref)
+        sources, truth = get("dia_source_unstandardized"), get("truth_dia_source")
+        label = dict(zip(truth["diaSourceId"].tolist(), truth["label"].tolist(), strict=False))
+        real.append(np.array([label.get(i, "artifact") != "artifact" for i in sources["diaSourceId"].tolist()]))
+        for source, task in tasks.items():
+            table = task.run(science, template, difference, sources, package).scores
+            rel[source].append(np.asarray(table["ml_reliability"], dtype=float))
+    detector, derived, truth_real = (np.concatenate(v) if v else np.zeros(0) for v in (*rel.values(), real))
+    ok = np.isfinite(detector) & np.isfinite(derived)
+    threshold = float(package.outputs.get("threshold", 0.5))
+    diff = np.abs(detector[ok] - derived[ok])
+    return {
+        "detectors": len(refs),
+        "sources": int(ok.sum()),
+        "mean_abs_reliability_change": float(diff.mean()) if len(diff) else float("nan"),
+        "p99_abs_reliability_change": float(np.percentile(diff, 99)) if len(diff) else float("nan"),
+        "decisions_changed": float(((detector[ok] >= threshold) != (derived[ok] >= threshold)).mean())
+        if len(diff) else float("nan"),
+        "auc_detector_template": metrics.roc_auc(detector[ok], truth_real[ok].astype(int)),
+        "auc_derived_template": metrics.roc_auc(derived[ok], truth_real[ok].astype(int)),
+    }

@@ -184,15 +184,16 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
         inputs = butlerQC.get(inputRefs)
         data_id = butlerQC.quantum.dataId
         inputs["diaSources"] = self.read_sources(inputs["diaSources"], data_id["visit"], data_id["detector"])
+        inputs.setdefault("template", None)  # templateSource="derived" has no template connection
         butlerQC.put(self.run(**inputs), outputRefs)
 
     def run(
         self,
         science: Any,
+        template: Any,
         difference: Any,
         diaSources: Table,
         model: ModelPackage,
-        template: Any = None,
     ) -> pipeBase.Struct:
         """Score the DIA sources of one detector.
 
@@ -200,15 +201,15 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
         ----------
         science : `lsst.images.VisitImage`
             Visit image (or `~lsst.meas.ml.images.PixelPlanes`).
+        template : `lsst.images.MaskedImage` or `None`
+            Template warped to the visit; required when ``templateSource`` is
+            ``"detector"``, ignored (derived) when ``"derived"``.
         difference : `lsst.images.DifferenceImage`
             Difference image on the visit's pixel grid.
         diaSources : `astropy.table.Table`
             DIA sources with ``diaSourceId``, ``x``, ``y`` (parent pixels).
         model : `~lsst.meas.ml.packages.ModelPackage`
             A ``dia`` package whose stamp size equals ``config.stampSize``.
-        template : `lsst.images.MaskedImage`, optional
-            Template warped to the visit; required when ``templateSource`` is
-            ``"detector"``, ignored (derived) when ``"derived"``.
 
         Returns
         -------
@@ -247,10 +248,12 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
         y = np.asarray(diaSources["y"], dtype=float)
         if len(ids) == 0:
             self.log.info("No DIA sources; writing an empty score table.")
-        stamps: StampSet = cut_source_stamps(
-            science, template, difference, x, y, self.config.stampSize,
-            bad_mask_planes=list(self.config.badMaskPlanes),
-        )
+            stamps = StampSet.concatenate([], self.config.stampSize)
+        else:
+            stamps = cut_source_stamps(
+                science, template, difference, x, y, self.config.stampSize,
+                bad_mask_planes=list(self.config.badMaskPlanes),
+            )
         scored = ~stamps.offimage
         psf_bad = bad_psf(difference, min_fwhm=self.config.minPsfFwhm, max_fwhm=self.config.maxPsfFwhm)
         table = score_stamps(
