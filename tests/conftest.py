@@ -10,8 +10,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-#: "reduced" (default, what `make test` runs) or "full" (`make test-full`).
+#: "reduced" (default, what `make test` runs: slow checks at reduced size),
+#: "full" (`make test-full`), or "fast" (what `scons` runs under EUPS: the
+#: tests marked slow are skipped).
 TEST_SCALE = os.environ.get("MEAS_ML_TEST_SCALE", "reduced")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TEST_SCALE != "fast":
+        return
+    skip = pytest.mark.skip(reason="MEAS_ML_TEST_SCALE=fast (scons): slow end-to-end check skipped; "
+                            "`make test` runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def shared_data(*parts: str) -> Path:
