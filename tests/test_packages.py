@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from lsst.meas.ml.models import ArchitectureError, build_model, list_architectures, register_architecture
-from lsst.meas.ml.packages import KNOWN_FAMILIES, MANIFEST_KEY, ModelPackage, PackageError, weights_sha256
+from lsst.meas.ml.packages import (
+    KNOWN_FAMILIES,
+    MANIFEST_KEY,
+    MANIFEST_SHA256_KEY,
+    ModelPackage,
+    PackageError,
+    manifest_sha256,
+    reseal_package,
+    weights_sha256,
+)
 
 CNN_HP = {"in_channels": 3, "stamp_size": 15, "n_outputs": 2, "widths": [4, 8]}
 MLP_HP = {"n_features": 5, "n_outputs": 3, "hidden": [8]}
@@ -34,14 +43,20 @@ def make_package(arch="mlp", hp=MLP_HP, family="generic", seed=0, **kwargs) -> M
     )
 
 
-def _rewrite(data: bytes, edit) -> bytes:
-    """Re-serialise a package file after editing its manifest and tensors."""
+def _rewrite(data: bytes, edit, *, reseal: bool = True) -> bytes:
+    """Re-serialise a package file after editing its manifest and tensors.
+
+    With ``reseal`` (default) the manifest checksum is recomputed, so the
+    edit reaches the checks behind it; without, the edit is a tampering.
+    """
     from safetensors.torch import load, save
 
     (length,) = struct.unpack("<Q", data[:8])
     manifest = json.loads(json.loads(data[8 : 8 + length])["__metadata__"][MANIFEST_KEY])
     tensors = load(data)
     manifest, tensors = edit(manifest, tensors)
+    if reseal and MANIFEST_SHA256_KEY in manifest:
+        manifest[MANIFEST_SHA256_KEY] = manifest_sha256(manifest)
     return save(tensors, metadata={MANIFEST_KEY: json.dumps(manifest)})
 
 
@@ -280,3 +295,121 @@ def test_package_loads_where_safetensors_is_not_installed(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loaded" in out.stdout
+
+
+# ----------------------------------------------------------------------
+# Manifest checksum
+
+
+def test_from_model_writes_a_manifest_checksum_and_load_verifies_it(tmp_path):
+    package = make_package()
+    assert package.manifest[MANIFEST_SHA256_KEY] == manifest_sha256(package.manifest)
+    path = tmp_path / "p.safetensors"
+    package.save(path)
+    assert ModelPackage.load(path).manifest == package.manifest
+
+
+def test_edited_bin_edges_are_refused(tmp_path):
+    """Editing outputs in the manifest (weights untouched) used to go unnoticed."""
+    package = make_package()
+
+    def edit(manifest, tensors):
+        manifest["outputs"]["bin_edges"] = [0.0, 0.5, 1.0, 9.0]
+        return manifest, tensors
+
+    path = tmp_path / "edited.safetensors"
+    path.write_bytes(_rewrite(package.to_bytes(), edit, reseal=False))
+    with pytest.raises(PackageError, match="manifest was modified") as info:
+        ModelPackage.load(path)
+    assert str(path) in str(info.value)
+    # Nor can it be blessed by re-sealing: a checksum that is there must match.
+    with pytest.raises(PackageError, match="manifest was modified"):
+        reseal_package(path)
+
+
+def test_manifest_without_checksum_is_refused_and_can_be_resealed(tmp_path):
+    package = make_package()
+
+    def strip(manifest, tensors):
+        del manifest[MANIFEST_SHA256_KEY]
+        return manifest, tensors
+
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(_rewrite(package.to_bytes(), strip))
+    with pytest.raises(PackageError, match="no 'manifest_sha256' checksum") as info:
+        ModelPackage.load(old)
+    assert "reseal_package" in str(info.value) and str(old) in str(info.value)
+    resealed = reseal_package(old, tmp_path / "new.safetensors")
+    back = ModelPackage.load(tmp_path / "new.safetensors")
+    assert back.sha256 == package.sha256 == resealed.sha256
+    assert {k: v for k, v in back.manifest.items() if k != MANIFEST_SHA256_KEY} == {
+        k: v for k, v in package.manifest.items() if k != MANIFEST_SHA256_KEY
+    }
+    reseal_package(old)  # in place
+    assert ModelPackage.load(old).sha256 == package.sha256
+
+
+def test_in_memory_edits_are_resealed_when_saved(tmp_path):
+    """Code that builds a package in memory (as photoz.demo does) is trusted."""
+    package = make_package()
+    package.manifest["version"] = "demo"
+    again = ModelPackage(package.manifest, package.state_dict)
+    again.save(tmp_path / "demo.safetensors")
+    assert ModelPackage.load(tmp_path / "demo.safetensors").version == "demo"
+
+
+@pytest.mark.parametrize("name", ["dia_default", "photoz_default"])
+def test_shipped_packages_carry_a_manifest_checksum(name):
+    from pathlib import Path
+
+    import lsst.meas.ml
+
+    path = Path(lsst.meas.ml.__file__).parent / "data" / f"{name}.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    stored = json.loads(json.loads(raw[8 : 8 + length])["__metadata__"][MANIFEST_KEY])
+    assert stored[MANIFEST_SHA256_KEY] == manifest_sha256(stored)
+    package = ModelPackage.load(path)
+    assert package.sha256 == weights_sha256(package.state_dict)
+
+
+# ----------------------------------------------------------------------
+# Invalid hyper-parameters
+
+
+@pytest.mark.parametrize(
+    "edit_hp,match",
+    [
+        ({"hidden": [-8]}, r"hyper-parameter 'hidden' must be a list of positive integers.*-8"),
+        ({"hidden": [8.5]}, r"hyper-parameter 'hidden' must be a list of positive integers.*8\.5"),
+        ({"n_features": 0}, r"hyper-parameter 'n_features' must be a positive integer, got 0"),
+        ({"n_outputs": "3"}, r"hyper-parameter 'n_outputs' must be a positive integer, got '3'"),
+        ({"dropout": 7.0}, r"cannot be built .*dropout probability"),
+    ],
+)
+def test_invalid_hyperparameters_give_package_error_naming_them(edit_hp, match):
+    package = make_package()
+
+    def edit(manifest, tensors):
+        manifest["hyperparameters"].update(edit_hp)
+        return manifest, tensors
+
+    with pytest.raises(PackageError, match=match) as info:
+        ModelPackage.from_bytes(_rewrite(package.to_bytes(), edit), source="hp-edited")
+    assert "hp-edited" in str(info.value) and "invalid hyper-parameters" in str(info.value)
+
+
+def test_build_model_wraps_builder_errors():
+    with pytest.raises(ArchitectureError, match="'widths' must be a list of positive integers"):
+        build_model("stamp_cnn", {**CNN_HP, "widths": [4, -1]})
+    with pytest.raises(ArchitectureError, match="'in_channels' must be a positive integer, got True"):
+        build_model("stamp_cnn", {**CNN_HP, "in_channels": True})
+    # numpy integers are integers
+    build_model("mlp", {"n_features": np.int64(5), "n_outputs": 3, "hidden": (np.int32(4),)})
+
+
+def test_check_family():
+    package = make_package(family="dia")
+    package.check_family("dia")
+    with pytest.raises(PackageError, match="is a 'dia' model; photo-z needs a 'photoz' package"):
+        package.check_family("photoz", purpose="photo-z")

@@ -308,7 +308,7 @@ def test_train_from_butler_and_pipetask_run(repo, tmp_path):
     butler = Butler.from_config(str(repo), collections="u/test/photoz")
     refs = list(butler.query_datasets("ml_photoz"))
     assert refs
-    out = butler.get(refs[0])
+    out = butler.get(refs[0], parameters={"strip_astropy_meta_yaml": False})
     objects = butler.get("object", dataId=refs[0].dataId, collections="MLSim/defaults")
     assert len(out) == len(objects) and set(COLUMNS) <= set(out.colnames)
     assert np.array_equal(np.asarray(out["objectId"]), np.asarray(objects["objectId"]))

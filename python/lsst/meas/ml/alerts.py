@@ -34,13 +34,13 @@ as written.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
 import json
 import math
 import os
 import struct
 import warnings
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -52,7 +52,9 @@ __all__ = [
     "AlertError",
     "AlertRecord",
     "CUTOUT_NAMES",
+    "MAX_CUTOUT_BYTES",
     "RUBIN_CUTMIN_OFFSET",
+    "RUBIN_CUTOUT_HDUS",
     "read_alerts",
     "read_cutout",
     "records_from_rows",
@@ -64,6 +66,17 @@ CUTOUT_NAMES: tuple[str, str, str] = ("cutoutScience", "cutoutTemplate", "cutout
 #: Pixels added to ``CUTMINX``/``CUTMINY`` of Rubin cutouts to get ``xy0``
 #: (see the module documentation for the measurement behind it).
 RUBIN_CUTMIN_OFFSET: int = 1
+
+#: Largest size, in bytes, a gzip-compressed cutout may expand to; a real
+#: cutout is some tens of kB (Rubin 35-100 kB, ZTF 20 kB), so anything
+#: beyond this is corrupt or a decompression bomb.
+MAX_CUTOUT_BYTES: int = 16 * 2**20
+
+#: Extension HDUs every Rubin cutout carries after its ``PRIMARY`` image.  A
+#: cutout in the Rubin layout (``CUTMINX``/``CUTMINY`` in the primary header,
+#: or one of these extensions present) that lacks one of them was cut short
+#: at an HDU boundary and is refused as corrupt.
+RUBIN_CUTOUT_HDUS: tuple[str, str] = ("UNCERT", "PSFIMAGE")
 
 
 class AlertError(ValueError):
@@ -123,11 +136,49 @@ def _as_bytes(data: Any) -> bytes:
     return data
 
 
+def _gunzip_limited(raw: bytes, max_bytes: int) -> bytes:
+    """Decompress gzip ``raw`` incrementally, never producing more than ``max_bytes``.
+
+    Raises
+    ------
+    AlertError
+        If the stream expands beyond ``max_bytes`` or is corrupt or truncated.
+    """
+    out = bytearray()
+    data = raw
+    try:
+        while True:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pending = data
+            while not inflater.eof:
+                # At most 1 MiB per step, and max_length >= 1, never "unlimited" (0).
+                chunk = inflater.decompress(pending, min(max_bytes + 1 - len(out), 2**20))
+                out += chunk
+                if len(out) > max_bytes:
+                    raise AlertError(
+                        f"cutout expands beyond {max_bytes} bytes when decompressed (gzip bomb or corrupt "
+                        "stream); refused"
+                    )
+                pending = inflater.unconsumed_tail
+                if not chunk and not pending:  # input used up, no more output: truncated
+                    break
+            if not inflater.eof:
+                raise AlertError("cutout gzip stream is corrupt: truncated (end of stream not reached)")
+            data = inflater.unused_data
+            if not data.strip(b"\0"):
+                return bytes(out)
+            if data[:2] != b"\x1f\x8b":
+                raise AlertError("cutout gzip stream is corrupt: trailing garbage after the compressed data")
+    except zlib.error as exc:
+        raise AlertError(f"cutout gzip stream is corrupt: {exc}") from None
+
+
 def read_cutout(
     fits_bytes: bytes | Mapping[str, Any],
     *,
     band: str | None = None,
     cutmin_offset: int = RUBIN_CUTMIN_OFFSET,
+    max_bytes: int = MAX_CUTOUT_BYTES,
 ) -> PixelPlanes:
     """Read one alert cutout into an `~lsst.meas.ml.images.Exposure`.
 
@@ -140,6 +191,10 @@ def read_cutout(
         Band to record on the exposure.
     cutmin_offset : `int`
         Added to ``CUTMINX``/``CUTMINY`` to give ``xy0`` (Rubin cutouts).
+    max_bytes : `int`
+        Largest size a gzip-compressed cutout may expand to (default
+        `MAX_CUTOUT_BYTES`); it is decompressed incrementally and refused
+        as soon as it grows past this.
 
     Returns
     -------
@@ -153,17 +208,16 @@ def read_cutout(
     ------
     AlertError
         The bytes are not a readable FITS image (corrupt, truncated, empty,
-        not 2-d).
+        not 2-d), a gzip cutout expands beyond ``max_bytes``, or a cutout in
+        the Rubin layout lacks its ``UNCERT`` or ``PSFIMAGE`` HDU (cut short
+        at an HDU boundary; see `RUBIN_CUTOUT_HDUS`).
     """
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
 
     raw = _as_bytes(fits_bytes)
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as exc:
-            raise AlertError(f"cutout gzip stream is corrupt: {exc}") from None
+        raw = _gunzip_limited(raw, max_bytes)
     if not raw.startswith(b"SIMPLE"):
         raise AlertError(
             f"cutout is not a FITS file (starts with {raw[:8]!r}); expected 'SIMPLE', possibly gzipped"
@@ -179,6 +233,19 @@ def read_cutout(
                 raise AlertError("cutout FITS file has no image in its primary HDU")
             image = np.array(data, dtype=np.float32)
             names = [h.name for h in hdul]
+            rubin_layout = ("CUTMINX" in header and "CUTMINY" in header) or any(
+                name in names for name in RUBIN_CUTOUT_HDUS
+            )
+            if rubin_layout:
+                absent = [
+                    name for name in RUBIN_CUTOUT_HDUS if name not in names or hdul[name].data is None
+                ]
+                if absent:
+                    raise AlertError(
+                        f"cutout FITS file is truncated: a Rubin cutout has PRIMARY, "
+                        f"{', '.join(RUBIN_CUTOUT_HDUS)} HDUs but this one lacks {', '.join(absent)} "
+                        f"(HDUs present: {', '.join(names)})"
+                    )
             variance = None
             if "UNCERT" in names:
                 variance = np.array(hdul["UNCERT"].data, dtype=np.float32)

@@ -30,6 +30,17 @@ def _cmd_config_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_repo(args: argparse.Namespace) -> int:
+    from .butler import check_pipeline, check_repo
+    from lsst.daf.butler import Butler
+
+    butler = Butler.from_config(args.repo)
+    check_repo(butler, args.repo)
+    n = check_pipeline(butler, args.pipeline, args.config)
+    print(f"{args.repo}: the {n} task(s) of {args.pipeline} can read their inputs here.")
+    return 0
+
+
 def _cmd_setup_repo(args: argparse.Namespace) -> int:
     from .butler import check_repo, setup_repo
     from lsst.daf.butler import Butler
@@ -68,7 +79,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = SurveyConfig.tiny() if args.size == "tiny" else SurveyConfig.default()
     if args.seed is not None:
         config.seed = args.seed
-    summary = build_repo(args.repo, config, overwrite=args.overwrite)
+    summary = build_repo(args.repo, config, overwrite=args.overwrite, shape=args.shape)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -76,7 +87,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.repo, size=args.size, fresh=args.fresh, jobs=args.jobs)
+    return run_demo(args.repo, size=args.size, fresh=args.fresh, jobs=args.jobs, shape=args.shape)
+
+
+def _cmd_transfer_inputs(args: argparse.Namespace) -> int:
+    from .butler.transfer import TransferError, transfer_inputs
+
+    try:
+        summary = transfer_inputs(args.source, args.dest, args.pipeline, args.input, where=args.where,
+                                  output_run=args.output_run, dry_run=args.dry_run)
+    except TransferError as exc:
+        print(f"meas-ml transfer-inputs: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    if summary["missing_inputs"] and not args.dry_run:
+        print(f"Not in {args.source}: {', '.join(summary['missing_inputs'])}; register the model packages "
+              f"with `meas-ml register {args.dest} PACKAGE.safetensors` before `pipetask run -b {args.dest}`.",
+              file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo", help="Butler repository root.")
     p.set_defaults(func=_cmd_setup_repo)
 
+    p = sub.add_parser("check-repo", help="Check that a pipeline's inputs can be read from a repository here.")
+    p.add_argument("repo", help="Butler repository root.")
+    p.add_argument("-p", "--pipeline", required=True, help="Pipeline YAML (e.g. pipelines/DemoPipeline.yaml).")
+    p.add_argument("-c", "--config", action="append", default=[], help="label:field=value, as pipetask -c.")
+    p.set_defaults(func=_cmd_check_repo)
+
     p = sub.add_parser("register", help="Put a model package into a repository as ml_model_<family>.")
     p.add_argument("repo", help="Butler repository root.")
     p.add_argument("package", help="Model package file (.safetensors).")
@@ -109,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("tiny", "default"), default="default")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--overwrite", action="store_true", help="Replace an existing repository.")
+    p.add_argument("--shape", choices=("drp", "dp1"), default="drp",
+                   help="Dataset types as the current DRP writes them (per-detector template and DIA "
+                   "sources) or as Data Preview 1 ships them (template_coadd, dia_source per tract).")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("demo", help="Simulate, train, register and run the demo pipeline end to end.")
@@ -116,7 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("tiny", "default"), default="default")
     p.add_argument("--fresh", action="store_true", help="Delete the repository and start clean.")
     p.add_argument("-j", "--jobs", type=int, default=1, help="Processes for pipetask run.")
+    p.add_argument("--shape", choices=("drp", "dp1"), default=os.environ.get("DEMO_SHAPE", "drp"),
+                   help="Repository shape to simulate and run on (DP1Pipeline.yaml for dp1).")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("transfer-inputs",
+                       help="Copy a pipeline's inputs from a read-only Butler (e.g. the RSP's dp1) into a local repo.")
+    p.add_argument("source", help="Source repository (path or label, e.g. dp1); only read.")
+    p.add_argument("dest", help="Local repository (created if absent).")
+    p.add_argument("-p", "--pipeline", required=True, help="Pipeline file, as for pipetask run -p.")
+    p.add_argument("-i", "--input", required=True, action="append",
+                   help="Input collections, as for pipetask run -i (comma-separated; repeatable). "
+                   "Collections absent from the source (model RUNs) are skipped.")
+    p.add_argument("-d", "--where", default="", help="Data ID query, as for pipetask run -d.")
+    p.add_argument("--output-run", default=None, help="Output RUN of the graph built on the source (never written).")
+    p.add_argument("--dry-run", action="store_true", help="Build the graph and count; copy nothing.")
+    p.set_defaults(func=_cmd_transfer_inputs)
 
     train = sub.add_parser("train", help="Train a model and write a model package.")
     train_sub = train.add_subparsers(dest="family", metavar="FAMILY")

@@ -119,7 +119,13 @@ def run_demo(
         for family in DEMO_FAMILIES:
             t0 = time.perf_counter()
             run = f"models/{family}/demo-seed{config.seed}"
-            package = find_package(butler, family, run)
+            try:
+                package = find_package(butler, family, run)
+            except Exception as exc:  # a package this meas_ml refuses (e.g. written by an older one)
+                _say(f"[demo] The {family} model registered in {run} cannot be used ({exc}).")
+                _say("[demo] Starting again from a fresh repository.")
+                del butler
+                return run_demo(repo, size=size, fresh=True, jobs=jobs, shape=shape)
             if package is not None:
                 _say(f"[demo] Reusing {family} model {package.version} (sha256 {package.sha256[:12]}) in {run}")
             else:

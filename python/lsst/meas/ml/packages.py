@@ -15,8 +15,16 @@ A package is a single ``.safetensors`` file.  Its tensors are the model's
       "outputs": {"class_names": [...], "bin_edges": [...], ...},
       "provenance": {"training_data": ..., "code_version": ..., "metrics": {...}},
       "weights_sha256": "...",
-      "created": "2026-01-01T00:00:00+00:00"
+      "created": "2026-01-01T00:00:00+00:00",
+      "manifest_sha256": "..."
     }
+
+``weights_sha256`` covers the tensors (`weights_sha256`); ``manifest_sha256``
+covers the manifest itself: the SHA-256 of its canonical JSON (sorted keys,
+compact separators) without that one key (`manifest_sha256`).  Reading a
+file verifies both, so an edit of e.g. ``outputs.bin_edges`` is refused.
+Files written before manifest checksums existed lack the key and are refused
+with the command that re-saves them (`reseal_package`).
 
 Loading parses JSON and raw tensors only: no pickle, no code from the
 package.  The architecture is built from the registry in
@@ -29,22 +37,25 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from . import __version__ as _meas_ml_version
-from .models import ArchitectureError, build_model, list_architectures
+from .fileio import write_bytes_atomic
+from .models import ArchitectureError, build_model, check_hyperparameters, list_architectures
 from .safetensors_io import SafetensorsError, decode, encode, read_header
 
 __all__ = [
     "FORMAT_VERSION",
     "KNOWN_FAMILIES",
     "MANIFEST_KEY",
+    "MANIFEST_SHA256_KEY",
     "ModelPackage",
     "PackageError",
+    "manifest_sha256",
+    "reseal_package",
     "weights_sha256",
 ]
 
@@ -53,6 +64,9 @@ FORMAT_VERSION = 1
 
 #: Metadata key under which the JSON manifest is stored.
 MANIFEST_KEY = "meas_ml_manifest"
+
+#: Manifest key holding the checksum of the rest of the manifest.
+MANIFEST_SHA256_KEY = "manifest_sha256"
 
 #: Model families a package may declare.
 KNOWN_FAMILIES: frozenset[str] = frozenset(
@@ -95,6 +109,17 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def manifest_sha256(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of a manifest's canonical JSON, without its ``manifest_sha256`` key.
+
+    Canonical: keys sorted at every level, separators ``","`` and ``":"``
+    (no spaces), non-ASCII escaped, NaN/Infinity as Python's `json` writes them.
+    """
+    body = {key: value for key, value in manifest.items() if key != MANIFEST_SHA256_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _jsonable(value: Any, what: str) -> Any:
     """Round-trip through JSON (tuples become lists), with a clear error."""
     try:
@@ -107,17 +132,19 @@ def _expected_state(architecture: str, hyperparameters: Mapping[str, Any]) -> di
     """Tensor names and shapes of a freshly built architecture.
 
     Built on the ``meta`` device where possible, so no memory is allocated.
+
+    Raises
+    ------
+    ArchitectureError
+        If a hyper-parameter has the wrong type or value for the builder
+        (named), or the builder fails with them.
     """
+    check_hyperparameters(architecture, hyperparameters)
     try:
-        try:
-            with torch.device("meta"):
-                model = build_model(architecture, hyperparameters)
-        except ArchitectureError:
-            raise
-        except Exception:  # a builder that cannot run on the meta device
+        with torch.device("meta"):
             model = build_model(architecture, hyperparameters)
-    except ArchitectureError as exc:
-        raise PackageError(str(exc)) from exc
+    except Exception:  # noqa: BLE001 - cannot run on the meta device; a real error recurs on the CPU
+        model = build_model(architecture, hyperparameters)
     return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
 
@@ -135,9 +162,12 @@ class ModelPackage:
 
     Notes
     -----
-    The constructor validates the manifest, the checksum and the tensor
-    shapes; use `from_model` to create a package from a trained model and
-    `load` / `from_bytes` to read one.
+    The constructor validates the manifest, the weights checksum and the
+    tensor shapes, then (re)computes ``manifest["manifest_sha256"]``: a
+    package built in memory is trusted.  The manifest checksum is verified
+    where a package comes from outside, in `from_bytes` / `load`.  Use
+    `from_model` to create a package from a trained model and `load` /
+    `from_bytes` to read one.
     """
 
     def __init__(
@@ -147,6 +177,7 @@ class ModelPackage:
         self.state_dict = state_dict
         self.source = source
         self._validate()
+        self.manifest[MANIFEST_SHA256_KEY] = manifest_sha256(self.manifest)
 
     # ------------------------------------------------------------------
     # Properties
@@ -236,7 +267,10 @@ class ModelPackage:
                 f"tensors hash to {actual}. The file is corrupt or was modified; fetch it again."
             )
 
-        expected = _expected_state(manifest["architecture"], manifest["hyperparameters"])
+        try:
+            expected = _expected_state(manifest["architecture"], manifest["hyperparameters"])
+        except ArchitectureError as exc:
+            raise self._fail(f"invalid hyper-parameters: {exc}") from exc
         missing_t = sorted(set(expected) - set(self.state_dict))
         extra_t = sorted(set(self.state_dict) - set(expected))
         if missing_t or extra_t:
@@ -254,6 +288,23 @@ class ModelPackage:
             raise self._fail(
                 f"tensor shapes do not fit architecture {manifest['architecture']!r} with "
                 f"hyper-parameters {manifest['hyperparameters']}: " + "; ".join(wrong[:10])
+            )
+
+    def check_family(self, family: str, *, purpose: str | None = None) -> None:
+        """Raise `PackageError` unless the package is of ``family``.
+
+        Parameters
+        ----------
+        family : `str`
+            The family the caller needs, e.g. ``"photoz"``.
+        purpose : `str`, optional
+            What needs it, for the message (default ``family``), e.g.
+            ``"photo-z"``.
+        """
+        if self.family != family:
+            raise PackageError(
+                f"Model package {self.source} ({self.name!r} version {self.version}) is a {self.family!r} "
+                f"model; {purpose or family} needs a {family!r} package."
             )
 
     def check_inputs(self, **expected: Any) -> None:
@@ -331,6 +382,7 @@ class ModelPackage:
             "weights_sha256": weights_sha256(state),
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
+        manifest[MANIFEST_SHA256_KEY] = manifest_sha256(manifest)
         return cls(manifest, state, source=f"<from_model {manifest['name']}>")
 
     def build_model(self) -> torch.nn.Module:
@@ -342,8 +394,36 @@ class ModelPackage:
     # ------------------------------------------------------------------
     # Serialisation
     def to_bytes(self) -> bytes:
-        """Serialise to the bytes of a ``.safetensors`` file."""
-        return encode(self.state_dict, {MANIFEST_KEY: json.dumps(self.manifest, sort_keys=True)})
+        """Serialise to the bytes of a ``.safetensors`` file.
+
+        The manifest written carries a ``manifest_sha256`` computed now, so
+        it covers exactly the manifest in the file.
+        """
+        manifest = dict(self.manifest)
+        manifest[MANIFEST_SHA256_KEY] = manifest_sha256(manifest)
+        return encode(self.state_dict, {MANIFEST_KEY: json.dumps(manifest, sort_keys=True)})
+
+    @staticmethod
+    def _check_manifest_sha256(manifest: Any, source: str) -> None:
+        """Verify the manifest checksum of a manifest read from a file."""
+        if not isinstance(manifest, dict):
+            return  # the constructor reports a manifest that is not an object
+        if MANIFEST_SHA256_KEY not in manifest:
+            raise PackageError(
+                f"Model package {source}: its manifest has no {MANIFEST_SHA256_KEY!r} checksum (it was written "
+                "by a meas_ml older than manifest checksums), so an edit of the manifest (e.g. of "
+                "outputs.bin_edges) could not be detected; it is refused. If you trust this file, re-save it "
+                "with a checksum: python -c \"from lsst.meas.ml.packages import reseal_package; "
+                f"reseal_package({source!r})\", or re-export the model with ModelPackage.from_model."
+            )
+        actual = manifest_sha256(manifest)
+        if manifest[MANIFEST_SHA256_KEY] != actual:
+            raise PackageError(
+                f"Model package {source}: manifest was modified after the package was written: it says "
+                f"{MANIFEST_SHA256_KEY} {manifest[MANIFEST_SHA256_KEY]}, its contents hash to {actual}. The "
+                "file is corrupt or was edited by hand; fetch it again, or re-export the model with "
+                "ModelPackage.from_model (manifests must not be edited)."
+            )
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "<bytes>") -> ModelPackage:
@@ -352,8 +432,16 @@ class ModelPackage:
         Raises
         ------
         PackageError
-            If the bytes are not a model package or fail any check.
+            If the bytes are not a model package or fail any check: the
+            manifest and weights checksums, family, architecture,
+            hyper-parameters and tensor shapes.
         """
+        return cls._from_bytes(data, source=source)
+
+    @classmethod
+    def _from_bytes(cls, data: bytes, *, source: str, _verify_manifest: bool = True) -> ModelPackage:
+        """`from_bytes`; ``_verify_manifest=False`` (only for `reseal_package`)
+        accepts a manifest without ``manifest_sha256``."""
         data = bytes(data)
         try:
             header, _ = read_header(data)
@@ -371,6 +459,8 @@ class ModelPackage:
             manifest = json.loads(metadata[MANIFEST_KEY])
         except json.JSONDecodeError as exc:
             raise PackageError(f"Model package {source}: manifest is not valid JSON: {exc}") from exc
+        if _verify_manifest or (isinstance(manifest, dict) and MANIFEST_SHA256_KEY in manifest):
+            cls._check_manifest_sha256(manifest, source)
         try:
             state, _ = decode(data)
         except SafetensorsError as exc:
@@ -379,22 +469,7 @@ class ModelPackage:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the package to ``path`` (atomically: a temporary file is renamed)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(data)
-            # mkstemp creates 0600; give the file the usual umask-based mode.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelPackage:
@@ -404,8 +479,13 @@ class ModelPackage:
         ------
         PackageError
             If the file is missing, is not a model package, or fails the
-            checksum, family, architecture or tensor-shape checks.
+            manifest or weights checksum, family, architecture,
+            hyper-parameter or tensor-shape checks.
         """
+        return cls._load(path)
+
+    @classmethod
+    def _load(cls, path: str | os.PathLike[str], *, _verify_manifest: bool = True) -> ModelPackage:
         path = os.fspath(path)
         try:
             with open(path, "rb") as stream:
@@ -419,4 +499,30 @@ class ModelPackage:
             raise PackageError(
                 f"Model package path {path} is a directory, not a .safetensors file."
             ) from None
-        return cls.from_bytes(data, source=path)
+        return cls._from_bytes(data, source=path, _verify_manifest=_verify_manifest)
+
+
+def reseal_package(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> ModelPackage:
+    """Re-save a package written before manifest checksums, adding ``manifest_sha256``.
+
+    Every other check (weights checksum, architecture, hyper-parameters,
+    tensor shapes) still applies; the weights and every other manifest entry
+    are kept as they are.  A package that has a ``manifest_sha256`` must
+    match it (a modified manifest is not re-sealed).
+
+    Parameters
+    ----------
+    path : path-like
+        The package file.
+    out : path-like, optional
+        Where to write the re-saved package (default: ``path``, replaced
+        atomically).
+
+    Returns
+    -------
+    package : `ModelPackage`
+        The re-saved package.
+    """
+    package = ModelPackage._load(path, _verify_manifest=False)
+    package.save(os.fspath(out) if out is not None else os.fspath(path))
+    return package

@@ -26,6 +26,7 @@ __all__ = [
     "DATASET_TYPES",
     "RepoConfigError",
     "SHAPE_DATASET_TYPES",
+    "check_pipeline",
     "check_repo",
     "create_repo",
     "ensure_storage_classes",
@@ -199,6 +200,65 @@ def setup_repo(repo: str | os.PathLike) -> bool:
             yaml.safe_dump(current, fh, sort_keys=False)
         os.replace(tmp, path)
     return changed
+
+
+def check_pipeline(butler: Butler, pipeline: str | os.PathLike, configs: Iterable[str] = ()) -> int:
+    """Check that a pipeline's inputs can be read from a repository here.
+
+    Resolves the pipeline's dataset types against the repository, as
+    ``pipetask`` does first.  Where a dataset is stored as an ``lsst.afw``
+    type (``ExposureF``: a full-stack repository) and ``lsst.afw`` is not
+    installed, the stack's error is replaced by one that names the dataset
+    type and the ways out.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        The repository.
+    pipeline : path-like
+        Pipeline YAML.
+    configs : iterable of `str`
+        ``label:field=value`` overrides, as ``pipetask -c``.
+
+    Returns
+    -------
+    n_tasks : `int`
+        Number of tasks checked.
+    """
+    from lsst.pipe.base import Pipeline
+    from lsst.pipe.base.pipeline_graph import IncompatibleDatasetTypeError
+
+    pipe = Pipeline.from_uri(os.fspath(pipeline))
+    for override in configs:
+        label, _, assignment = override.partition(":")
+        key, _, value = assignment.partition("=")
+        pipe.addConfigOverride(label, key, value)
+    graph = pipe.to_graph()
+    try:
+        graph.resolve(registry=butler.registry)
+    except IncompatibleDatasetTypeError as exc:
+        afw_types = {
+            d.name: d.storageClass_name
+            for d in butler.registry.queryDatasetTypes()
+            if "lsst.afw" in str(getattr(d.storageClass, "_pytypeName", ""))
+        }
+        named = [name for name in afw_types if f"'{name}'" in str(exc)]
+        try:
+            import lsst.afw.image  # noqa: F401
+        except ImportError:
+            if named:
+                raise RepoConfigError(
+                    f"Dataset type {named[0]!r} is stored in this repository as {afw_types[named[0]]} (an "
+                    "lsst.afw type) and lsst.afw is not installed, so it cannot be read as the "
+                    "lsst.images type the task declares. Ways out: run inside the full Science Pipelines "
+                    "(rubin-env with lsst_distrib: the Butler converts ExposureF visit and difference images to "
+                    "VisitImage and DifferenceImage on read; for an ExposureF template set "
+                    "classifyDiaSources:templateSource=derived); or, without afw, read each file's pixel "
+                    "planes with lsst.meas.ml.stack_images.read_afw_masked_image(butler.getURI(ref).ospath) "
+                    "and call the task's run() in memory (see doc/notebooks)."
+                ) from exc
+        raise
+    return len(graph.tasks)
 
 
 def register_dataset_types(

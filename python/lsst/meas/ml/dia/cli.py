@@ -38,6 +38,7 @@ def _load_package(path: str | None) -> Any:
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from ..fileio import refuse_output_over_input
     from .train import (
         DiaTrainConfig,
         TrainingSet,
@@ -47,6 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_dia,
     )
 
+    refuse_output_over_input(args.out, list(args.alerts))
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.repo and not args.alerts and not args.simulate:
@@ -114,9 +116,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from ..alerts import read_alerts
     from ..engine import InferenceConfig, InferenceEngine
+    from ..fileio import atomic_output, refuse_output_over_input
     from .alert_scoring import score_alerts
     from .scoring import check_package
 
+    refuse_output_over_input(args.out, [*args.alerts, args.model, args.schema])
     package = _load_package(args.model)
     check_package(package)  # a mismatched package fails before any alert is read
     config = InferenceConfig()
@@ -129,7 +133,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         tables.append(table)
     table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
     table.meta = {k: v for k, v in tables[0].meta.items()}
-    table.write(args.out, overwrite=True)
+    with atomic_output(args.out) as tmp:  # the format comes from the extension, which tmp keeps
+        table.write(tmp, overwrite=True)
     n_scored = int((table["ml_class"] != "").sum())
     print(f"Scored {n_scored} of {len(table)} alerts with {package.name} {package.version}; wrote {args.out}.")
     return 0
@@ -177,13 +182,20 @@ def add_bench_parser(subparsers: Any) -> None:
 
 # ----------------------------------------------------------------------
 def _cmd_quality(args: argparse.Namespace) -> int:
-    from .quality_report import quality_report
+    from .quality_report import quality_report, template_comparison
 
     butler = None
     if args.repo:
         from ..butler import open_repo
 
         butler = open_repo(args.repo)
+    if args.compare_templates:
+        if butler is None:
+            raise SystemExit("--compare-templates needs --repo (a DRP-shaped simulated repository).")
+        report = template_comparison(_load_package(args.model), butler, args.collections.split(","),
+                                     where=args.where)
+        print(json.dumps(report, indent=2, default=float))
+        return 0
     simulated = None
     if args.simulate:
         from ..simulate import SurveyConfig, simulate_survey
@@ -224,4 +236,7 @@ def add_commands(subparsers: Any) -> None:
                    help="Score only the ZTF alerts held out of training (id % 3 == 0), or all.")
     p.add_argument("--rubin", nargs="*", default=[], help="Rubin alert files (reference: reliability).")
     p.add_argument("--out", default=None, help="Write the JSON report here too.")
+    p.add_argument("--compare-templates", action="store_true",
+                   help="Score --repo's detectors with the stored template and with the derived one "
+                   "(visit - difference, as on DP1) and report the change.")
     p.set_defaults(func=_cmd_quality)

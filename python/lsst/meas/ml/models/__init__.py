@@ -18,12 +18,17 @@ architecture shipped with ``meas_ml`` is known as soon as
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import numbers
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 __all__ = [
     "ArchitectureError",
     "build_model",
+    "check_hyperparameters",
     "get_builder",
     "list_architectures",
     "register_architecture",
@@ -85,6 +90,83 @@ def get_builder(name: str) -> Callable[..., Any]:
         ) from None
 
 
+_INT_ANNOTATIONS = {"int", "int | None", "None | int", "Optional[int]", "typing.Optional[int]"}
+_INT_SEQUENCE = re.compile(
+    r"(?:(?:collections\.abc\.|typing\.)?(?:Sequence|Iterable)|list|tuple|List|Tuple)\[int(?:, \.\.\.)?\]"
+)
+
+
+def _annotation(param: inspect.Parameter) -> str:
+    ann = param.annotation
+    if ann is inspect.Parameter.empty:
+        return ""
+    if isinstance(ann, str):
+        return ann.replace("typing.", "").strip()
+    return getattr(ann, "__name__", None) if isinstance(ann, type) else str(ann).replace("typing.", "")
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool")  # numpy booleans too
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_hyperparameters(name: str, hyperparameters: Mapping[str, Any] | None = None) -> None:
+    """Check hyper-parameters against the builder's signature before building.
+
+    A parameter annotated ``int`` must be a positive integer (not a bool or a
+    float such as ``8.0``); one annotated as a sequence of ``int``
+    (``Sequence[int]``, ``tuple[int, ...]``, ...) must be a list of positive
+    integers; one annotated ``bool`` must be ``true``/``false``; one
+    annotated ``float`` must be a finite number.
+
+    Raises
+    ------
+    ArchitectureError
+        Naming the architecture, the parameter and the offending value.
+    """
+    builder = get_builder(name)
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    for key, value in dict(hyperparameters or {}).items():
+        param = signature.parameters.get(key)
+        if param is None:
+            continue  # unknown names are reported by the builder call
+        ann = _annotation(param)
+        problem = None
+        if value is None and ann in _INT_ANNOTATIONS and "None" in ann:
+            continue
+        if ann in _INT_ANNOTATIONS:
+            if not _is_int(value) or value <= 0:
+                problem = f"must be a positive integer, got {_describe(value)}"
+        elif _INT_SEQUENCE.fullmatch(ann):
+            if not isinstance(value, list | tuple):
+                problem = f"must be a list of positive integers, got {_describe(value)}"
+            else:
+                bad = [v for v in value if not _is_int(v) or v <= 0]
+                if bad:
+                    problem = (
+                        f"must be a list of positive integers, got {list(value)!r} "
+                        f"(bad entries: {', '.join(_describe(v) for v in bad[:5])})"
+                    )
+        elif ann == "bool" and not _is_bool(value):
+            problem = f"must be true or false, got {_describe(value)}"
+        elif ann == "float" and not (
+            isinstance(value, numbers.Real) and not _is_bool(value) and math.isfinite(value)
+        ):
+            problem = f"must be a finite number, got {_describe(value)}"
+        if problem:
+            raise ArchitectureError(f"Architecture {name!r}: hyper-parameter {key!r} {problem}.")
+
+
 def build_model(name: str, hyperparameters: Mapping[str, Any] | None = None) -> Any:
     """Build a freshly initialised ``torch.nn.Module`` by architecture name.
 
@@ -98,15 +180,21 @@ def build_model(name: str, hyperparameters: Mapping[str, Any] | None = None) -> 
     Raises
     ------
     ArchitectureError
-        If the name is unknown or the builder rejects the hyper-parameters.
+        If the name is unknown, a hyper-parameter does not fit the builder's
+        signature (see `check_hyperparameters`), or building the modules
+        fails with them (any exception of the builder or of torch).
     """
     builder = get_builder(name)
     kwargs = dict(hyperparameters or {})
+    check_hyperparameters(name, kwargs)
     try:
         return builder(**kwargs)
-    except TypeError as exc:
+    except ArchitectureError:
+        raise
+    except Exception as exc:
         raise ArchitectureError(
-            f"Architecture {name!r} cannot be built with hyper-parameters {kwargs}: {exc}"
+            f"Architecture {name!r} cannot be built with hyper-parameters {kwargs}: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
 
 

@@ -126,12 +126,14 @@ def _read_butler_training(args: argparse.Namespace, columns: Any) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from ..fileio import refuse_output_over_input
     from ..metrics import pit, plot_photoz_vs_true, plot_pit
     from .pdf import summarize_pdf
     from .train import PhotozTrainingConfig, train_photoz_table
 
     if bool(args.input) == bool(args.butler):
         raise SystemExit("meas-ml train photoz: give exactly one of --input TABLE or --butler REPO.")
+    refuse_output_over_input(args.out, [args.input])
     bands = args.bands
     columns = _columns_from_args(args, bands)
     if args.input:
@@ -211,17 +213,22 @@ def add_train_parser(subparsers: Any) -> None:
 
 
 def _package(path: str | None) -> Any:
+    """The package at ``path`` (default: the shipped one); a clear error unless it is a photo-z package."""
     from ..packages import ModelPackage
     from .predict import default_package
 
-    return ModelPackage.load(path) if path else default_package()
+    package = ModelPackage.load(path) if path else default_package()
+    package.check_family("photoz", purpose="photo-z")
+    return package
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ..engine import InferenceConfig, InferenceEngine
+    from ..fileio import refuse_output_over_input
     from .predict import columns_for_package, predict_photoz
     from .tables import write_table
 
+    refuse_output_over_input(args.out, [args.input, args.model])
     package = _package(args.model)
     bands = args.bands or list(package.inputs["bands"])
     columns = columns_for_package(package, bands=bands)  # clear error for other bands
@@ -274,9 +281,11 @@ def add_predict_parser(subparsers: Any) -> None:
 
 
 def _cmd_influence(args: argparse.Namespace) -> int:
+    from ..fileio import refuse_output_over_input
     from .influence import influence_table
     from .tables import write_table
 
+    refuse_output_over_input(args.out, [args.train, args.input, args.model])
     package = _package(args.model)
     bands = args.bands or list(package.inputs["bands"])
     columns = _columns_from_args(args, bands) if args.magnitudes else None
@@ -302,9 +311,11 @@ def _cmd_influence(args: argparse.Namespace) -> int:
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
+    from ..fileio import refuse_output_over_input
     from .influence import rank_table
     from .tables import write_table
 
+    refuse_output_over_input(args.out, [args.input, args.model])
     package = _package(args.model)
     bands = args.bands or list(package.inputs["bands"])
     if args.magnitudes:

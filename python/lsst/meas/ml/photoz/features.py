@@ -79,8 +79,59 @@ def _column_names(table: Any) -> list[str]:
     raise TypeError(f"Cannot read columns from a {type(table).__name__}; pass an astropy, pandas or Arrow table.")
 
 
+def _column_type(table: Any, name: str, col: Any) -> str:
+    """The type of a column as its table describes it (Arrow type, else numpy/pandas dtype)."""
+    schema = getattr(table, "schema", None)
+    if schema is not None and hasattr(schema, "field"):  # pyarrow
+        try:
+            return str(schema.field(name).type)
+        except (KeyError, TypeError):
+            pass
+    dtype = getattr(col, "dtype", None)
+    if dtype is None:
+        return type(col).__name__
+    kind = getattr(dtype, "kind", "")
+    words = {"U": "string", "S": "bytes", "O": "object", "M": "datetime", "m": "timedelta"}
+    return f"{words[kind]} ({dtype})" if kind in words else str(dtype)
+
+
+def _is_missing(value: Any) -> bool:
+    """None, a masked value or pandas' NA: a missing number, not a wrong type."""
+    return value is None or value is np.ma.masked or type(value).__name__ == "NAType"
+
+
+def _numeric_or_none(values: np.ndarray) -> tuple[np.ndarray | None, list[Any]]:
+    """An object array as float64 (missing -> NaN), or `None` and up to three non-numbers."""
+    import numbers
+
+    bad = []
+    out = []
+    for value in values.reshape(-1).tolist():
+        if _is_missing(value):
+            out.append(np.nan)
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            bad.append(value)
+            if len(bad) == 3:
+                return None, bad
+        else:
+            out.append(value)
+    if bad:
+        return None, bad
+    return np.asarray(out, dtype=np.float64).reshape(values.shape), []
+
+
 def _column(table: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
-    col = table[name]
+    """Column ``name`` of any table as a numpy array of ``dtype``.
+
+    Raises
+    ------
+    PhotozInputError
+        For a numeric ``dtype``, if the column does not hold numbers
+        (strings, bytes, dates, Python objects): the message names the
+        column, its type and some of the offending values.
+    """
+    original = table[name]
+    col = original
     if hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
         try:
             col = col.to_numpy(zero_copy_only=False)  # pyarrow
@@ -88,6 +139,23 @@ def _column(table: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
             col = col.to_numpy()  # pandas
     if dtype is None:
         return np.asarray(col)
+    if np.dtype(dtype).kind in "iuf":
+        kind = np.asarray(col).dtype.kind
+        bad: list[Any] = []
+        if kind == "O":  # Python objects: numbers and missing values only
+            converted, bad = _numeric_or_none(np.asarray(col, dtype=object))
+            if converted is not None:
+                col = converted
+        elif kind not in "biuf":  # strings, bytes, dates, ...
+            bad = np.asarray(col).reshape(-1)[:3].tolist() or [None]
+        if bad:
+            examples = [v for v in bad if v is not None]
+            raise PhotozInputError(
+                f"Column {name!r} must hold numbers but has type {_column_type(table, name, original)}"
+                + (f" (values such as {examples!r})" if examples else "")
+                + ". Fluxes, flux errors, magnitudes and E(B-V) must be numeric columns; convert the "
+                "column, or check --flux-template/--flux-err-template and --magnitudes."
+            )
     if hasattr(col, "filled"):  # masked astropy column
         col = col.astype(dtype).filled(np.nan)
     return np.asarray(col, dtype=dtype)

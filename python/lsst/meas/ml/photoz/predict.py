@@ -8,6 +8,7 @@ photoz`` call; it returns an `astropy.table.Table` with the columns of
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,8 @@ DEFAULT_PACKAGE_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 
 #: How PDFs are stored: the full float32 bin vector, float16 quantiles, or both.
 PDF_FORMATS = ("full", "quantiles", "both")
 
+_log = logging.getLogger(__name__)
+
 
 class PhotozFlag(enum.IntFlag):
     """Bits of the ``photoz_flags`` column."""
@@ -49,6 +52,9 @@ class PhotozFlag(enum.IntFlag):
     """``photoz_ood_score`` above the threshold: unlike the training set; needs a slower analysis."""
     AT_Z_MAX = 8
     """More than 5% of the probability in the last redshift bin: the true redshift may lie beyond."""
+    DUPLICATE_ID = 16
+    """The object id occurs on more than one input row (every such row is flagged); the rows are
+    estimated independently, but joins on the id are ambiguous."""
 
 
 _FLAG_DESCRIPTIONS = {
@@ -56,6 +62,7 @@ _FLAG_DESCRIPTIONS = {
     "MISSING_BAND": "at least one band has no usable flux",
     "OUT_OF_DISTRIBUTION": "OOD score above threshold; needs a slower statistical analysis",
     "AT_Z_MAX": "more than 5% of the probability in the last redshift bin",
+    "DUPLICATE_ID": "the object id occurs on more than one input row; joins on it are ambiguous",
 }
 
 
@@ -89,8 +96,7 @@ def columns_for_package(
         If the package is not a photo-z package or was trained on other
         bands than ``bands``.
     """
-    if package.family != "photoz":
-        raise PackageError(f"Model package {package.name!r} is a {package.family!r} model, not a photoz model.")
+    package.check_family("photoz", purpose="photo-z")
     trained = list(package.inputs.get("bands", []))
     if bands is not None and list(bands) != trained:
         raise PackageError(
@@ -107,6 +113,21 @@ def columns_for_package(
         id_column=id_column,
         missing_band=missing_band,
     )
+
+
+def _duplicated(ids: np.ndarray) -> np.ndarray:
+    """True on every row whose id occurs on more than one row."""
+    if ids.size < 2:
+        return np.zeros(ids.size, dtype=bool)
+    try:
+        _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+        return counts[inverse.reshape(-1)] > 1
+    except TypeError:  # object ids that do not sort (mixed types)
+        seen: dict[Any, int] = {}
+        keys = ids.tolist()
+        for key in keys:
+            seen[key] = seen.get(key, 0) + 1
+        return np.array([seen[key] > 1 for key in keys], dtype=bool)
 
 
 def _empty_like_schema(n_bins: int, n_levels: int, pdf_format: str) -> dict[str, np.ndarray]:
@@ -200,6 +221,16 @@ def predict_photoz(
         ids = np.arange(n, dtype=np.int64)
     if ids.dtype.kind == "f" or (ids.size == 0 and ids.dtype.kind == "O"):
         ids = ids.astype(np.int64)
+    if columns.id_column in names:
+        duplicated = _duplicated(ids)
+        if duplicated.any():
+            flags[duplicated] |= PhotozFlag.DUPLICATE_ID
+            _log.warning(
+                "%d of %d input rows share an object id (%r) with another row (%d distinct ids repeated); "
+                "they are estimated independently and flagged DUPLICATE_ID (%d) in photoz_flags.",
+                int(duplicated.sum()), n, columns.id_column, len(set(ids[duplicated].tolist())),
+                int(PhotozFlag.DUPLICATE_ID),
+            )
     out = Table()
     out[columns.id_column] = Column(ids, description="Object identifier (row index if the input had none).")
     redshift_docs = {

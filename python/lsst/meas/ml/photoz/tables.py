@@ -11,8 +11,10 @@ dataset written by `EstimatePhotozTask` have the same schema.
 from __future__ import annotations
 
 import os
+
 from astropy.table import Table
 
+from ..fileio import atomic_output
 from .features import FeatureError
 
 __all__ = ["TableReadError", "read_table", "write_table"]
@@ -85,6 +87,12 @@ def read_table(path: str | os.PathLike[str], *, columns: list[str] | None = None
 def write_table(table: Table, path: str | os.PathLike[str]) -> str:
     """Write a catalog as Parquet (the Butler's Arrow conversion; metadata kept).
 
+    The file is written atomically (`lsst.meas.ml.fileio.atomic_output`): a
+    temporary file in the same directory is renamed over ``path`` once
+    complete, so a failure never leaves a half-written catalog.  Callers
+    that read input files check first that ``path`` is none of them
+    (`lsst.meas.ml.fileio.refuse_output_over_input`).
+
     Returns
     -------
     path : `str`
@@ -93,8 +101,8 @@ def write_table(table: Table, path: str | os.PathLike[str]) -> str:
     from lsst.daf.butler.formatters.parquet import astropy_to_arrow
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    pq.write_table(astropy_to_arrow(table), path)
+    arrow = astropy_to_arrow(table)
+    with atomic_output(path) as tmp:
+        pq.write_table(arrow, tmp)
     return path
 
