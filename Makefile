@@ -24,7 +24,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.meas_ml-installed
 
-.PHONY: all install demo test test-full bench bench-core bench-dia bench-photoz clean distclean
+.PHONY: all install lint demo test test-full bench bench-core bench-dia bench-photoz clean distclean
 
 all: install
 
@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml
 	  echo "NVIDIA GPU found: installing torch==$(TORCH_VERSION) with CUDA"; \
 	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS); \
 	else \
-	  echo "No GPU found: installing the CPU build of torch==$(TORCH_VERSION)"; \
+	  echo "No GPU found: installing torch==$(TORCH_VERSION) (a CPU wheel where pip finds one)"; \
 	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS) 2>&1 | grep -v '^WARNING: Location' || true; \
 	fi
 	$(PY) -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
@@ -53,6 +53,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/meas-ml demo --repo $(DEMO_REPO) --size $(DEMO_SIZE) --shape $(DEMO_SHAPE)
+
+# ruff and numpydoc validation, configured in pyproject.toml as pipe_base does.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check python tests bench
+	find python -name '*.py' ! -name '__init__.py' | xargs $(PY) -m numpydoc lint
 
 # The whole suite; slow end-to-end checks run in their reduced form.
 test: $(STAMP)

@@ -72,7 +72,9 @@ def to_flux_inputs(data: dict[str, np.ndarray]) -> np.ndarray:
     return np.column_stack(fluxes + errors).astype(np.float32)
 
 
-def score(name: str, mode: np.ndarray, pdf: np.ndarray, z: np.ndarray, train_s: float, n_per_s: float) -> dict:
+def score(
+    name: str, mode: np.ndarray, pdf: np.ndarray, z: np.ndarray, train_s: float, n_per_s: float
+) -> dict:
     from lsst.meas.ml import metrics
 
     m = metrics.photoz_metrics(mode, z, pdf=pdf, edges=GRID_EDGES)
@@ -101,7 +103,6 @@ def rebin_cdf(cdf_at_edges: np.ndarray) -> np.ndarray:
 
 def run_ours(train: dict, valid: dict, args: argparse.Namespace) -> tuple[dict, dict]:
     import torch
-
     from lsst.meas.ml.engine import InferenceConfig, InferenceEngine
     from lsst.meas.ml.metrics import pit, plot_photoz_vs_true, plot_pit
     from lsst.meas.ml.photoz.features import PhotozColumns
@@ -126,7 +127,8 @@ def run_ours(train: dict, valid: dict, args: argparse.Namespace) -> tuple[dict, 
     package = result.package
     if args.save_package:
         package.save(args.save_package)
-        print(f"Saved the package to {args.save_package} ({os.path.getsize(args.save_package) / 1e6:.2f} MB).")
+        size_mb = os.path.getsize(args.save_package) / 1e6
+        print(f"Saved the package to {args.save_package} ({size_mb:.2f} MB).")
 
     from astropy.table import Table
 
@@ -206,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="One small MBRNN member (smoke test).")
     parser.add_argument("--members", type=int, default=None, help="MBRNN ensemble size (default: trainer's).")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for MBRNN training and inference (default 1).")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads for MBRNN training and inference (default 1).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-rail", action="store_true", help="Only run MBRNN.")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "out"), help="Plots and JSON results.")
@@ -217,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = data_dir()
     train_path, valid_path = os.path.join(folder, TRAIN_FILE), os.path.join(folder, VALID_FILE)
     train, valid = load_photometry(train_path), load_photometry(valid_path)
-    print(f"cosmoDC2 (pz-rail-base): train {len(train['redshift'])}, validation {len(valid['redshift'])} galaxies")
+    print(
+        f"cosmoDC2 (pz-rail-base): train {len(train['redshift'])}, "
+        f"validation {len(valid['redshift'])} galaxies"
+    )
 
     rows = []
     ours, extra = run_ours(train, valid, args)
@@ -236,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(rows) > 1:
         fz = rows[1]
         print(f"\nMBRNN / FlexZBoost: sigma_NMAD x{ours['sigma_nmad'] / fz['sigma_nmad']:.3f}, outliers "
-              f"x{ours['outlier_frac'] / fz['outlier_frac']:.3f}, objects/s x{ours['objects_per_s'] / fz['objects_per_s']:.1f}, "
+              f"x{ours['outlier_frac'] / fz['outlier_frac']:.3f}, "
+              f"objects/s x{ours['objects_per_s'] / fz['objects_per_s']:.1f}, "
               f"training time x{ours['train_s'] / fz['train_s']:.2f}")
     targets = dict(sigma_nmad=0.017, outlier_frac=0.025, pit_ks=0.04)
     print("Targets: " + ", ".join(f"{k} <= {v} ({'met' if ours[k] <= v else 'NOT met'}: {ours[k]:.4f})"

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-
 from lsst.meas.ml.alerts import AlertError, read_alerts, read_cutout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -16,9 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_bps_submit_with_parsl(tiny_repo, tmp_path):
     from lsst.daf.butler import Butler
-
+    from lsst.meas.ml.butler.registration import register_package
     from lsst.meas.ml.packages import ModelPackage
-    from lsst.meas.ml.registration import register_package
 
     bindir = Path(sys.executable).parent
     if not (bindir / "bps").exists():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.ml.cutouts import Stamps, asinh_stretch, cut_stamps, multiband_stack, variance_normalise
 from lsst.meas.ml.images import Box, ImageError, PixelPlanes
 
@@ -80,7 +79,9 @@ def test_many_stamps_on_three_planes_match_reference(monkeypatch, chunk_bytes):
             assert st.missing[k].all() and (st.data[k, :2] == fill).all() and (st.data[k, 2] == 0).all()
             assert (st.mask[k] == 0).all() and not st.bad[k].any()
             continue
-        ref = [naive_stamp(p.astype(np.float64), xy0, x[k], y[k], size, fill=np.inf) for p in (image, variance)]
+        ref = [
+            naive_stamp(p.astype(np.float64), xy0, x[k], y[k], size, fill=np.inf) for p in (image, variance)
+        ]
         missing = ref[0] == np.inf
         ref_mask = naive_stamp(mask.astype(np.float64), xy0, x[k], y[k], size, fill=0.0)
         np.testing.assert_array_equal(st.missing[k], missing)
@@ -173,7 +174,9 @@ def test_reader_reads_only_the_needed_region():
         calls.append(box)
         assert full.contains(box)
         rows, cols = full.local_slices(box)
-        return PixelPlanes(image=big[rows, cols], variance=np.ones(box.shape, np.float32), xy0=(box.x0, box.y0))
+        return PixelPlanes(
+            image=big[rows, cols], variance=np.ones(box.shape, np.float32), xy0=(box.x0, box.y0)
+        )
 
     x = np.array([1100.0, 1130.0, 1003.0])
     y = np.array([2100.0, 2120.0, 2002.0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from lsst.meas.ml.cli import main
 
 #: `make test` runs the demo on the tiny survey; `make test-full` on the default one.
@@ -30,7 +29,9 @@ def test_demo_runs_twice_and_leaves_readable_catalogs(tmp_path, capsys):
     butler = Butler.from_config(str(repo), collections="u/demo/ml")
     photoz = butler.query_datasets("ml_photoz", explain=False)
     dia = butler.query_datasets("ml_dia_scores", explain=False)
-    n_detectors = len(butler.query_datasets("dia_source_unstandardized", collections="MLSim/defaults", explain=False))
+    n_detectors = len(
+        butler.query_datasets("dia_source_unstandardized", collections="MLSim/defaults", explain=False)
+    )
     assert len(photoz) == 1 and len(dia) == n_detectors
     # Current daf_butler drops table metadata on read unless asked to keep it.
     catalog = butler.get(photoz[0], parameters={"strip_astropy_meta_yaml": False})

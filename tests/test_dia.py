@@ -10,16 +10,22 @@ import numpy as np
 import pytest
 import torch
 from astropy.table import Table
-
 from lsst.meas.ml.alerts import read_alerts
 from lsst.meas.ml.dia.alert_scoring import score_alerts
 from lsst.meas.ml.dia.bench import make_detector
-from lsst.meas.ml.dia.data import CHANNELS, CLASS_COLUMNS, CLASS_NAMES, NORMALISATION, DiaDataError, make_channels
-from lsst.meas.ml.metrics import agreement, best_threshold, purity_completeness, roc_auc
+from lsst.meas.ml.dia.data import (
+    CHANNELS,
+    CLASS_COLUMNS,
+    CLASS_NAMES,
+    NORMALISATION,
+    DiaDataError,
+    make_channels,
+)
 from lsst.meas.ml.dia.scoring import FLAG_BITS
 from lsst.meas.ml.dia.task import ClassifyDiaSourcesConfig, ClassifyDiaSourcesTask
-from lsst.meas.ml.dia.train import DiaTrainConfig, TrainingSet, alert_training_set, train_dia
+from lsst.meas.ml.dia.train import DiaTrainingConfig, TrainingSet, alert_training_set, train_dia
 from lsst.meas.ml.engine import InferenceEngine, dihedral_average
+from lsst.meas.ml.metrics import agreement, best_threshold, purity_completeness, roc_auc
 from lsst.meas.ml.models import build_model
 from lsst.meas.ml.packages import ModelPackage, PackageError
 
@@ -104,7 +110,9 @@ def test_metrics():
 def test_task_run_scores_every_source(detector, package):
     sci, tmpl, diff, sources = detector
     result = ClassifyDiaSourcesTask().run(sci, tmpl, diff, sources, package).scores
-    assert result.colnames[: len(SCORE_COLUMNS)] == SCORE_COLUMNS or set(SCORE_COLUMNS) <= set(result.colnames)
+    assert (
+        result.colnames[: len(SCORE_COLUMNS)] == SCORE_COLUMNS or set(SCORE_COLUMNS) <= set(result.colnames)
+    )
     assert len(result) == len(sources)
     np.testing.assert_array_equal(result["diaSourceId"], sources["diaSourceId"])
     rel = np.asarray(result["ml_reliability"])
@@ -113,12 +121,14 @@ def test_task_run_scores_every_source(detector, package):
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(rel, 1 - result["ml_prob_artifact"], atol=1e-6)
     assert set(result["ml_class"]) <= set(CLASS_NAMES)
-    assert result.meta["model_sha256"] == package.sha256
+    assert result.meta["ml_model"]["sha256"] == package.sha256
 
 
 def test_task_bad_sources_are_flagged_not_fatal(detector, package):
     sci, tmpl, diff, sources = detector
-    sci, tmpl, diff = (dataclasses.replace(e, image=e.image.copy(), mask=e.mask.copy()) for e in (sci, tmpl, diff))
+    sci, tmpl, diff = (
+        dataclasses.replace(e, image=e.image.copy(), mask=e.mask.copy()) for e in (sci, tmpl, diff)
+    )
     table = Table(sources[:5], copy=True)
     table["x"][0], table["y"][0] = -50.0, 100.0  # off the image
     table["x"][1], table["y"][1] = 3.0, 128.0  # at the edge
@@ -166,7 +176,9 @@ def test_task_rejects_a_model_for_other_stamps_or_channels(detector):
         task.run(sci, tmpl, diff, sources, other)
     config = ClassifyDiaSourcesConfig()
     config.stampSize = 48
-    out = ClassifyDiaSourcesTask(config=config).run(sci, tmpl, diff, sources[:2], _package(stamp_size=48)).scores
+    out = ClassifyDiaSourcesTask(config=config).run(
+        sci, tmpl, diff, sources[:2], _package(stamp_size=48)
+    ).scores
     assert np.isfinite(out["ml_reliability"]).all()
 
 
@@ -230,7 +242,8 @@ def test_train_on_real_ztf_stamps_quickly(tmp_path):
     torch.set_num_threads(1)
     data = alert_training_set(ZTF, stamp_size=32)
     assert len(data) > 100 and set(np.unique(data.label)) == {-1, CLASS_NAMES.index("artifact")}
-    package, report = train_dia(data, DiaTrainConfig(epochs=3, widths=(8, 16, 16), batch_size=64))
+    result = train_dia(data, DiaTrainingConfig(epochs=3, widths=(8, 16, 16), batch_size=64))
+    package, report = result.package, result.report
     assert report["validation"]["ztf"]["n"] > 20
     package.save(tmp_path / "dia.safetensors")
     again = ModelPackage.load(tmp_path / "dia.safetensors")
@@ -280,15 +293,17 @@ def test_quality_report_on_real_files(package):
 
 
 def test_connections_lint_and_templates():
-    from lsst.pipe.base.testUtils import lintConnections
-
     from lsst.meas.ml.dia.task import ClassifyDiaSourcesConnections
+    from lsst.pipe.base.testUtils import lintConnections
 
     lintConnections(ClassifyDiaSourcesConnections)
     config = ClassifyDiaSourcesConfig()
     connections = ClassifyDiaSourcesConnections(config=config)
-    names = {c: getattr(connections, c).name for c in ("science", "template", "difference", "diaSources", "model")}
-    assert names == {"science": "visit_image", "template": "template_detector", "difference": "difference_image",
+    names = {
+        c: getattr(connections, c).name for c in ("science", "template", "difference", "diaSources", "model")
+    }
+    assert names == {"science": "visit_image", "template": "template_detector",
+                     "difference": "difference_image",
                      "diaSources": "dia_source_unstandardized", "model": "ml_model_dia"}
     assert connections.model.dimensions == frozenset() or not connections.model.dimensions
     config.connections.differenceImage = "goodSeeingDiff_differenceExp"

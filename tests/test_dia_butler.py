@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from lsst.daf.butler import Butler
-
+from lsst.meas.ml.butler.registration import register_package
 from lsst.meas.ml.cli import main
 from lsst.meas.ml.dia.cli import default_package_path
 from lsst.meas.ml.dia.data import CLASS_COLUMNS
 from lsst.meas.ml.dia.scoring import FLAG_BITS
 from lsst.meas.ml.packages import ModelPackage
-from lsst.meas.ml.registration import register_package
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -72,8 +71,10 @@ def test_pipetask_run_on_simulated_survey(repo, trained):
         sources = butler.get("dia_source_unstandardized", ref.dataId)
         truth = butler.get("truth_dia_source", ref.dataId)
         np.testing.assert_array_equal(table["diaSourceId"], sources["diaSourceId"])
-        assert {"ml_reliability", "ml_class", "flags", *CLASS_COLUMNS.values(), *FLAG_BITS} <= set(table.colnames)
-        assert table.meta["model_sha256"] == package.sha256
+        assert {"ml_reliability", "ml_class", "flags", *CLASS_COLUMNS.values(), *FLAG_BITS} <= set(
+            table.colnames
+        )
+        assert table.meta["ml_model"]["sha256"] == package.sha256
         scored = table["ml_class"] != ""
         rel = np.asarray(table["ml_reliability"])[scored]
         assert ((rel >= 0) & (rel <= 1)).all()
@@ -132,8 +133,11 @@ def test_predict_cli_errors(tmp_path, capsys):
     hp = {"in_channels": 2}
     wrong = ModelPackage.from_model(
         build_model("dia_cnn", hp), family="dia", architecture="dia_cnn", hyperparameters=hp,
-        inputs={"stamp_size": 32, "channels": ["science", "difference"], "normalisation": "asinh3-ringnoise-v1"},
-        outputs={"class_names": ["transient", "variable", "asteroid", "artifact"]}, version="x", provenance={},
+        inputs={
+            "stamp_size": 32, "channels": ["science", "difference"], "normalisation": "asinh3-ringnoise-v1"
+        },
+        outputs={"class_names": ["transient", "variable", "asteroid", "artifact"]},
+        version="x", provenance={},
     )
     wrong.save(tmp_path / "wrong.safetensors")
     out = tmp_path / "w.parquet"
@@ -200,7 +204,9 @@ def test_dp1_shaped_repository_through_pipetask(tmp_path):
     for ref in scores:
         table = butler.get(ref, parameters={"strip_astropy_meta_yaml": False})
         assert table.meta["template_source"] == "derived"
-        rows = sources[(sources["visit"] == ref.dataId["visit"]) & (sources["detector"] == ref.dataId["detector"])]
+        rows = sources[
+            (sources["visit"] == ref.dataId["visit"]) & (sources["detector"] == ref.dataId["detector"])
+        ]
         np.testing.assert_array_equal(np.sort(table["diaSourceId"]), np.sort(rows["diaSourceId"]))
         assert np.isfinite(np.asarray(table["ml_reliability"])[table["ml_class"] != ""]).all()
 

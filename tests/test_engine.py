@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import lsst.meas.ml.engine as engine_module
 import numpy as np
 import pytest
 import torch
-from lsst.pex.config import Config, ConfigField
-
-import lsst.meas.ml.engine as engine_module
 from lsst.meas.ml.engine import (
     EngineError,
     InferenceConfig,
@@ -21,6 +19,7 @@ from lsst.meas.ml.engine import (
 )
 from lsst.meas.ml.models import build_model
 from lsst.meas.ml.packages import ModelPackage
+from lsst.pex.config import Config, ConfigField
 
 CNN_HP = {"in_channels": 3, "stamp_size": 15, "n_outputs": 4, "widths": [4, 8]}
 MLP_HP = {"n_features": 6, "n_outputs": 3, "hidden": [16, 16]}

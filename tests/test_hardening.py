@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-
 from lsst.meas.ml.alerts import MAX_CUTOUT_BYTES, AlertError, read_alerts, read_cutout
 from lsst.meas.ml.cli import main
 from lsst.meas.ml.fileio import OutputIsInputError, atomic_output, refuse_output_over_input
@@ -73,7 +72,9 @@ def test_predict_photoz_refuses_output_that_is_its_input(tmp_path, catalog_file,
                  "--out", str(model)]) == 2
     assert model.read_bytes() == Path(DEFAULT_PACKAGE_PATH).read_bytes()
     # A distinct output still works, and leaves no temporary file behind.
-    assert main(["predict", "photoz", "--input", str(catalog_file), "--out", str(tmp_path / "o.parquet")]) == 0
+    assert main(
+        ["predict", "photoz", "--input", str(catalog_file), "--out", str(tmp_path / "o.parquet")]
+    ) == 0
     assert len(read_table(tmp_path / "o.parquet")) == 20
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
@@ -182,7 +183,10 @@ def test_string_flux_columns_name_the_column_and_its_type(tmp_path, photoz_packa
     objects = {name: np.asarray(cat[name]) for name in cat.colnames}
     objects["g_cModelFlux"] = np.array([1.0, None, 3, 4.5], dtype=object)
     out = predict_photoz(photoz_package, objects)
-    assert out["photoz_flags"][1] & PhotozFlag.MISSING_BAND and not out["photoz_flags"][0] & PhotozFlag.MISSING_BAND
+    assert (
+        out["photoz_flags"][1] & PhotozFlag.MISSING_BAND
+        and not out["photoz_flags"][0] & PhotozFlag.MISSING_BAND
+    )
 
 
 def test_invalid_widths_in_a_manifest_are_a_package_error(tmp_path, capsys):
@@ -196,7 +200,9 @@ def test_invalid_widths_in_a_manifest_are_a_package_error(tmp_path, capsys):
         manifest[MANIFEST_SHA256_KEY] = manifest_sha256(manifest)  # a consistent, but wrong, manifest
         path = tmp_path / "bad.safetensors"
         path.write_bytes(encode(state, {MANIFEST_KEY: json.dumps(manifest)}))
-        with pytest.raises(PackageError, match=rf"hyper-parameter 'widths' must be a list of positive integers.*{shown}"):
+        with pytest.raises(
+            PackageError, match=rf"hyper-parameter 'widths' must be a list of positive integers.*{shown}"
+        ):
             ModelPackage.load(path)
         assert main(["info", str(path)]) == 2
         err = capsys.readouterr().err
@@ -286,7 +292,6 @@ def _generic_package(family="generic", version="1.0.0") -> ModelPackage:
 
 def test_register_refuses_chained_wrong_family_and_data_runs(tmp_path, capsys):
     from lsst.daf.butler import Butler, CollectionType, DatasetType
-
     from lsst.meas.ml.butler import create_repo
 
     repo = tmp_path / "repo"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-
 from lsst.meas.ml.butler import RepoConfigError, check_repo, create_repo, open_repo, setup_repo
 from lsst.meas.ml.images import Box, ImageError, PixelPlanes
 from lsst.meas.ml.stack_images import read_afw_masked_image, to_masked_image, to_visit_image

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from lsst.meas.ml.butler.names import CURRENT_NAMES, LEGACY_NAMES
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "legacyNames.py"

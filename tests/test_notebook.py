@@ -39,8 +39,8 @@ def kernel(tmp_path, monkeypatch) -> str:
 
 def _repo(root: Path, shape: str, register: bool) -> Path:
     from lsst.meas.ml.butler import open_repo
+    from lsst.meas.ml.butler.registration import register_package
     from lsst.meas.ml.packages import ModelPackage
-    from lsst.meas.ml.registration import register_package
     from lsst.meas.ml.simulate import build_repo
     from lsst.meas.ml.simulate.config import SurveyConfig
 

@@ -8,7 +8,6 @@ import struct
 import numpy as np
 import pytest
 import torch
-
 from lsst.meas.ml.models import ArchitectureError, build_model, list_architectures, register_architecture
 from lsst.meas.ml.packages import (
     KNOWN_FAMILIES,
@@ -167,9 +166,14 @@ def test_unknown_family_architecture_version_refused(key, value, match):
         ModelPackage.from_bytes(_rewrite(package.to_bytes(), edit), source="edited")
 
 
-def test_known_families():
-    expected = {"photoz", "dia", "morphology", "embedding", "asteroid", "spectra", "generic"}
-    assert expected == set(KNOWN_FAMILIES)
+def test_known_families_come_from_the_product_list():
+    from lsst.meas.ml.products import PRODUCTS, product
+
+    assert set(KNOWN_FAMILIES) == {p.family for p in PRODUCTS} | {"generic"}
+    assert {"photoz", "dia"} <= set(KNOWN_FAMILIES)
+    assert product("dia").output == "ml_dia_scores"
+    with pytest.raises(KeyError, match="Unknown product 'astrology'"):
+        product("astrology")
     with pytest.raises(PackageError, match="unknown model family"):
         make_package(family="cosmology")
 
@@ -224,11 +228,11 @@ def test_non_json_manifest_values_refused():
 
 
 def test_cnn_package_with_buffers(tmp_path):
-    package = make_package("stamp_cnn", CNN_HP, family="morphology", name="morph-test")
+    package = make_package("stamp_cnn", CNN_HP, family="dia", name="stamp-test")
     assert any("running_mean" in k for k in package.state_dict)
     package.save(tmp_path / "cnn.safetensors")
     loaded = ModelPackage.load(tmp_path / "cnn.safetensors")
-    assert loaded.name == "morph-test" and loaded.family == "morphology"
+    assert loaded.name == "stamp-test" and loaded.family == "dia"
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 15, 15)).astype(np.float32))
     with torch.no_grad():
         torch.testing.assert_close(loaded.build_model()(x), package.build_model()(x), rtol=0, atol=0)
@@ -289,7 +293,8 @@ def test_package_loads_where_safetensors_is_not_installed(tmp_path):
         f"p.save({str(tmp_path / 'q.safetensors')!r})\n"
         f"q = ModelPackage.load({str(tmp_path / 'q.safetensors')!r})\n"
         "assert q.sha256 == p.sha256\n"
-        "import importlib.util; assert 'safetensors' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
+        "import importlib.util; "
+        "assert 'safetensors' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
         "print('loaded', p.family, p.version)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

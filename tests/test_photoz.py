@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lsst.meas.ml.cli import main
 from lsst.meas.ml.packages import ModelPackage, PackageError
 from lsst.meas.ml.photoz.features import PhotozColumns, PhotozInputError
@@ -146,7 +145,9 @@ def test_missing_band_column_error_and_missing_mode(trained, catalogs):
 
 def test_model_trained_on_other_bands_is_a_clear_error(trained, catalogs):
     _, test = catalogs
-    with pytest.raises(PackageError, match=r"trained on bands \['u', 'g', 'r', 'i', 'z', 'y'\].*\['g', 'r', 'i'\]"):
+    with pytest.raises(
+        PackageError, match=r"trained on bands \['u', 'g', 'r', 'i', 'z', 'y'\].*\['g', 'r', 'i'\]"
+    ):
         predict_photoz(trained.package, test, PhotozColumns(bands=("g", "r", "i")))
 
 
@@ -171,7 +172,8 @@ def test_influence_proponents_have_similar_redshifts(trained, catalogs):
     train, test = catalogs
     cols = PhotozColumns()
     res = training_influence(trained.package, cols.extract(train), np.asarray(train["redshift"]),
-                             cols.extract(test[:20]), query_redshift=np.asarray(test["redshift"][:20]), top_k=5)
+                             cols.extract(test[:20]), query_redshift=np.asarray(test["redshift"][:20]),
+                             top_k=5)
     assert res["indices"].shape == (20, 5) and np.all(np.diff(res["scores"], axis=1) <= 1e-12)
     z_top = np.asarray(train["redshift"])[res["indices"][:, 0]]
     z_rand = np.asarray(train["redshift"])[np.random.default_rng(0).integers(0, len(train), 20)]
@@ -221,8 +223,9 @@ def test_cli_train_predict_rank_influence(tmp_path, catalogs):
     test_pq = tmp_path / "test.parquet"
     write_table(test, test_pq)
     pkg = tmp_path / "cli.safetensors"
-    rc = main(["train", "photoz", "--input", str(train_csv), "--out", str(pkg), "--members", "1", "--epochs", "3",
-               "--bins", "40", "--hidden", "16", "16", "--threads", "1", "--plots", str(tmp_path / "plots")])
+    rc = main(["train", "photoz", "--input", str(train_csv), "--out", str(pkg), "--members", "1",
+               "--epochs", "3", "--bins", "40", "--hidden", "16", "16", "--threads", "1",
+               "--plots", str(tmp_path / "plots")])
     assert rc == 0 and pkg.exists()
     assert (tmp_path / "plots" / "photoz_pit.png").exists()
     assert ModelPackage.load(pkg).provenance["metrics"]["n"] > 0
@@ -290,8 +293,8 @@ def test_train_from_butler_and_pipetask_run(repo, tmp_path):
 
     pkg = tmp_path / "butler.safetensors"
     rc = main(["train", "photoz", "--butler", str(repo), "--collections", "MLSim/defaults",
-               "--specz-dataset", "truth_object", "--redshift-column", "redshift", "--out", str(pkg), "--members", "1",
-               "--epochs", "3", "--bins", "32", "--hidden", "16", "--threads", "1"])
+               "--specz-dataset", "truth_object", "--redshift-column", "redshift", "--out", str(pkg),
+               "--members", "1", "--epochs", "3", "--bins", "32", "--hidden", "16", "--threads", "1"])
     assert rc == 0
     package = ModelPackage.load(pkg)
     assert "butler:" in package.provenance["training_data"]
@@ -319,9 +322,8 @@ def test_train_from_butler_and_pipetask_run(repo, tmp_path):
 
 def test_task_reads_only_needed_columns_from_a_real_butler(repo, package_path):
     from lsst.daf.butler import Butler
-    from lsst.pipe.base import testUtils
-
     from lsst.meas.ml.photoz.task import EstimatePhotozConfig, EstimatePhotozTask
+    from lsst.pipe.base import testUtils
 
     butler = Butler.from_config(str(repo), collections="MLSim/defaults")
     ref = list(butler.query_datasets("object"))[0]

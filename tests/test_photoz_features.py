@@ -9,7 +9,6 @@ import pyarrow as pa
 import pytest
 import torch
 from astropy.table import Table
-
 from lsst.meas.ml.photoz.features import (
     PhotozColumns,
     PhotozInputError,
@@ -127,7 +126,9 @@ def test_bad_column_settings_are_rejected():
 
 def test_magnitudes_to_fluxes_and_nondetections():
     flux, err = magnitudes_to_fluxes(np.array([20.0, 99.0, np.nan]), np.array([0.1, 26.5, 0.1]))
-    assert flux[0] == pytest.approx(10 ** (11.4 / 2.5)) and err[0] == pytest.approx(flux[0] * 0.1 / 1.0857, rel=1e-3)
+    assert flux[0] == pytest.approx(10 ** (11.4 / 2.5)) and err[0] == pytest.approx(
+        flux[0] * 0.1 / 1.0857, rel=1e-3
+    )
     assert np.isnan(flux[1:]).all()
     flux, err = magnitudes_to_fluxes(np.array([99.0]), np.array([26.5]), nondetection_limit_in_error=True)
     assert flux[0] == 0.0 and err[0] == pytest.approx(10 ** ((31.4 - 26.5) / 2.5))

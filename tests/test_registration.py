@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from lsst.meas.ml.butler import create_repo
+from lsst.meas.ml.butler.registration import find_package, register_package
 from lsst.meas.ml.cli import main
 from lsst.meas.ml.packages import ModelPackage, PackageError
-from lsst.meas.ml.registration import find_package, register_package
 
 
 def make_package(version="1.0.0", seed=0):

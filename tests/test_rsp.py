@@ -35,7 +35,9 @@ def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
     files = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
-            files[str(path.relative_to(root))] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+            files[str(path.relative_to(root))] = (
+                path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+            )
     return files
 
 
@@ -109,8 +111,9 @@ def test_transfer_register_and_run_locally(source, tmp_path, capsys):
     local = Butler.from_config(str(dest), writeable=False)
     info = local.collections.get_info("MLSim/defaults")
     assert info.type.name == "CHAINED" and list(info.children) == ["MLSim/runs/sim"]
-    assert sorted(r.dataId["detector"] for r in local.query_datasets("visit_image", collections="MLSim/defaults")) \
-        == detectors
+    assert sorted(
+        r.dataId["detector"] for r in local.query_datasets("visit_image", collections="MLSim/defaults")
+    ) == detectors
     del local
 
     # Running it again copies nothing new.

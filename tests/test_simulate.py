@@ -7,8 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 from astropy import units as u
-from scipy.spatial import cKDTree
-
 from lsst.meas.ml.images import PixelPlanes
 from lsst.meas.ml.simulate import (
     ALL_BANDS,
@@ -24,6 +22,7 @@ from lsst.meas.ml.simulate import (
 from lsst.meas.ml.simulate.detect import associate, detect_sources
 from lsst.meas.ml.simulate.render import bit
 from lsst.meas.ml.simulate.sed import ASTEROID_CLASSES, asteroid_colours, galaxy_colours
+from scipy.spatial import cKDTree
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +270,6 @@ def test_detect_sources_finds_positive_and_negative():
 
 def test_draw_sources_needs_float64_model():
     import galsim
-
     from lsst.meas.ml.simulate.render import Source, draw_sources, make_psf
 
     psf = make_psf(0.8, 3.5)
@@ -360,8 +358,10 @@ def test_build_repo_and_read_back(tmp_path, tiny):
     data_id = {"instrument": "MLSim", "visit": p.visit, "detector": p.detector}
     diff = PixelPlanes.from_image(butler.get("difference_image", dataId=data_id))
     assert np.array_equal(diff.image, p.difference.image, equal_nan=True)
-    for name, bit in p.difference.mask_planes.items():  # same planes, stored under the stack's names
-        assert np.array_equal((diff.mask & diff.get_plane_bitmask(name)) != 0, (p.difference.mask & (1 << bit)) != 0)
+    for name, bit_index in p.difference.mask_planes.items():  # same planes, stored under the stack's names
+        assert np.array_equal(
+            (diff.mask & diff.get_plane_bitmask(name)) != 0, (p.difference.mask & (1 << bit_index)) != 0
+        )
     truth = butler.get("truth_dia_source", dataId=data_id)
     assert list(truth["label"]) == list(p.truth["label"])
     obj = butler.get("object", skymap="mlsim", tract=0)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import pytest
-
 from lsst.meas.ml.images import PixelPlanes
 
 
@@ -58,7 +57,6 @@ def test_visit_image_from_the_butler_reads_without_afw(tiny_repo):
 
 def test_afw_typed_dataset_without_afw_is_one_clear_error(tmp_path):
     from lsst.daf.butler import Butler, DatasetType
-
     from lsst.meas.ml.butler import RepoConfigError, check_pipeline
     from lsst.meas.ml.simulate import SurveyConfig, build_repo
 

@@ -13,9 +13,7 @@ Two alert formats are understood:
   struct ``{fileName, stampData}`` whose data is a gzipped 63x63 FITS image
   with no WCS or variance.  Read from Parquet or Avro containers.
 
-Pixel origin of Rubin cutouts
------------------------------
-In the LSSTCam alerts examined (schema ``lsst.v10_0``) the WCS reference
+*Pixel origin of Rubin cutouts.*  In the LSSTCam alerts examined (schema ``lsst.v10_0``) the WCS reference
 pixel sits exactly on the DIA source (``CRVAL`` equals the source's
 ``ra``/``dec``) and ``CRPIX1 = x - CUTMINX``.  Read as standard (1-based)
 FITS, that places the source at array column ``x - CUTMINX - 1``, and the
@@ -46,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MeasMlUserError
 from .images import PixelPlanes
 
 __all__ = [
@@ -79,7 +78,7 @@ MAX_CUTOUT_BYTES: int = 16 * 2**20
 RUBIN_CUTOUT_HDUS: tuple[str, str] = ("UNCERT", "PSFIMAGE")
 
 
-class AlertError(ValueError):
+class AlertError(MeasMlUserError, ValueError):
     """An alert file or cutout that cannot be read (corrupt, truncated, unknown layout)."""
 
 
@@ -346,7 +345,23 @@ def _record_from_row(row: Mapping[str, Any]) -> AlertRecord:
 
 
 def records_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[AlertRecord]:
-    """Normalise decoded alerts (dicts, as Avro or Parquet give them)."""
+    """Normalise decoded alerts (dicts, as Avro or Parquet give them).
+
+    Parameters
+    ----------
+    rows : `~collections.abc.Iterable` [`~collections.abc.Mapping`]
+        The decoded alerts, one mapping per alert.
+
+    Returns
+    -------
+    records : `list` [`AlertRecord`]
+        One normalised record per row.
+
+    Raises
+    ------
+    AlertError
+        If a row is neither a Rubin nor a ZTF alert.
+    """
     return [_record_from_row(row) for row in rows]
 
 
@@ -354,7 +369,11 @@ def _read_parquet(path: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(path)
-    wanted = [name for name in ("diaSource", "candidate", "objectId", "candid", *CUTOUT_NAMES) if name in schema.names]
+    wanted = [
+        name
+        for name in ("diaSource", "candidate", "objectId", "candid", *CUTOUT_NAMES)
+        if name in schema.names
+    ]
     if not ({"diaSource", "candidate"} & set(wanted)):
         raise AlertError(
             f"{path}: Parquet file has no 'diaSource' (Rubin) or 'candidate' (ZTF) column; "
@@ -410,6 +429,7 @@ def read_alerts(
     Returns
     -------
     records : `list` [`AlertRecord`]
+        One record per alert, in file order.
 
     Raises
     ------
@@ -428,7 +448,8 @@ def read_alerts(
             rows = _read_avro(path, schema)
         else:
             raise AlertError(
-                f"{path}: not a Parquet or Avro file (starts with {head!r}); give broker Parquet or Avro alerts"
+                f"{path}: not a Parquet or Avro file (starts with {head!r}); "
+                "give broker Parquet or Avro alerts"
             )
     except AlertError:
         raise

@@ -32,7 +32,23 @@ CUTOUT_TARGET_RATIO = 3.0
 
 
 def best_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
-    """Smallest wall time of ``repeats`` calls of ``fn`` (after ``warmup`` calls), in seconds."""
+    """Return the smallest wall time of ``repeats`` calls of ``fn``.
+
+    Parameters
+    ----------
+    fn : `~collections.abc.Callable`
+        The function to time, called without arguments.
+    repeats : `int`, optional
+        The number of timed calls.
+    warmup : `int`, optional
+        The number of untimed calls made first.
+
+    Returns
+    -------
+    seconds : `float`
+        The smallest wall time of one timed call, in seconds (infinite if
+        ``repeats`` is not positive).
+    """
     for _ in range(warmup):
         fn()
     best = float("inf")
@@ -78,6 +94,19 @@ def bench_cutouts(
     bad pixels (the dearest case of the bad-pixel test).  Sources are
     uniform over the image (a few stamps cross its edge).  All variants are
     timed round-robin, best of ``repeats`` rounds.
+
+    Parameters
+    ----------
+    n_sources : `int`, optional
+        The number of stamps cut.
+    image_size : `int`, optional
+        The side of the square planes, in pixels.
+    stamp_size : `int`, optional
+        The side of the square stamps, in pixels.
+    repeats : `int`, optional
+        The number of timing rounds.
+    seed : `int`, optional
+        The seed of the random planes and positions.
 
     Returns
     -------
@@ -163,12 +192,31 @@ def bench_engine(
     repeats: int = 3,
     precisions: Sequence[str] = ("fp32", "bf16"),
 ) -> dict[str, float]:
-    """Engine throughput for a small CNN on 3 x S x S stamps and an MLP on feature rows.
+    """Measure engine throughput for a small CNN on stamps and an MLP on rows.
+
+    The CNN reads 3 x S x S stamps, the MLP rows of features.
 
     For each precision (and, for the CNN, with and without channels-last)
     the rate of `InferenceEngine.predict` is measured after a warm-up call;
     the baseline is the same model called batch by batch in plain float32
     without the engine.
+
+    Parameters
+    ----------
+    device : `str`, optional
+        The device of the engine (``"cpu"``, ``"cuda"``, ...).
+    n_stamps : `int`, optional
+        The number of stamps given to the CNN.
+    n_rows : `int`, optional
+        The number of feature rows given to the MLP.
+    stamp_size : `int`, optional
+        The side of the square stamps, in pixels.
+    n_features : `int`, optional
+        The number of features per row.
+    repeats : `int`, optional
+        The number of timing rounds.
+    precisions : `~collections.abc.Sequence` [`str`], optional
+        The engine precisions to time (``"fp32"``, ``"bf16"``, ...).
 
     Returns
     -------
@@ -303,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load() -> str:
-    """The 1, 5 and 15 minute load averages, and the CPU count (timings depend on them)."""
+    """Describe the 1, 5 and 15 minute load averages and the CPU count.
+
+    Timings depend on them.
+    """
     try:
         one, five, fifteen = os.getloadavg()
     except OSError:  # pragma: no cover - not on every platform

@@ -1,8 +1,10 @@
 """The ``meas-ml`` command.
 
 Sub-commands are small wrappers over the library: everything they do is also
-a Python function.  Science families add their own ``train``/``predict``/
-``bench`` sub-commands through ``lsst.meas.ml.<family>.cli``.
+a Python function.  Each science product (`lsst.meas.ml.products.PRODUCTS`)
+adds its own ``train``/``predict``/``bench`` sub-commands through
+``lsst.meas.ml.<family>.cli`` (hooks ``add_train_parser``,
+``add_predict_parser``, ``add_bench_parser``, ``add_commands``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
 
-#: Modules that add family sub-commands (``add_train_parser`` etc.).
-_FAMILY_CLI_MODULES = ("lsst.meas.ml.photoz.cli", "lsst.meas.ml.dia.cli")
 
 _log = logging.getLogger("lsst.meas.ml.cli")
 
@@ -31,8 +31,9 @@ def _cmd_config_path(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_repo(args: argparse.Namespace) -> int:
-    from .butler import check_pipeline, check_repo
     from lsst.daf.butler import Butler
+
+    from .butler import check_pipeline, check_repo
 
     butler = Butler.from_config(args.repo)
     check_repo(butler, args.repo)
@@ -42,8 +43,9 @@ def _cmd_check_repo(args: argparse.Namespace) -> int:
 
 
 def _cmd_setup_repo(args: argparse.Namespace) -> int:
-    from .butler import check_repo, setup_repo
     from lsst.daf.butler import Butler
+
+    from .butler import check_repo, setup_repo
 
     changed = setup_repo(args.repo)
     check_repo(Butler.from_config(args.repo), args.repo)
@@ -53,8 +55,8 @@ def _cmd_setup_repo(args: argparse.Namespace) -> int:
 
 def _cmd_register(args: argparse.Namespace) -> int:
     from .butler import open_repo
+    from .butler.registration import register_package
     from .packages import ModelPackage
-    from .registration import register_package
 
     butler = open_repo(args.repo, writeable=True)
     package = ModelPackage.load(args.package)
@@ -101,14 +103,21 @@ def _cmd_transfer_inputs(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(summary, indent=2, default=str))
     if summary["missing_inputs"] and not args.dry_run:
-        print(f"Not in {args.source}: {', '.join(summary['missing_inputs'])}; register the model packages "
-              f"with `meas-ml register {args.dest} PACKAGE.safetensors` before `pipetask run -b {args.dest}`.",
+        print(f"Not in {args.source}: {', '.join(summary['missing_inputs'])}; register the model "
+              f"packages with `meas-ml register {args.dest} PACKAGE.safetensors` before "
+              f"`pipetask run -b {args.dest}`.",
               file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``meas-ml`` with every sub-command."""
+    """Build the argument parser of ``meas-ml`` with every sub-command.
+
+    Returns
+    -------
+    parser : `argparse.ArgumentParser`
+        The parser; each sub-command sets ``func`` to its handler.
+    """
     parser = argparse.ArgumentParser(
         prog="meas-ml", description="Machine learning for the Rubin Science Pipelines (meas_ml)."
     )
@@ -122,9 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo", help="Butler repository root.")
     p.set_defaults(func=_cmd_setup_repo)
 
-    p = sub.add_parser("check-repo", help="Check that a pipeline's inputs can be read from a repository here.")
+    p = sub.add_parser(
+        "check-repo", help="Check that a pipeline's inputs can be read from a repository here."
+    )
     p.add_argument("repo", help="Butler repository root.")
-    p.add_argument("-p", "--pipeline", required=True, help="Pipeline YAML (e.g. pipelines/DemoPipeline.yaml).")
+    p.add_argument(
+        "-p", "--pipeline", required=True, help="Pipeline YAML (e.g. pipelines/DemoPipeline.yaml)."
+    )
     p.add_argument("-c", "--config", action="append", default=[], help="label:field=value, as pipetask -c.")
     p.set_defaults(func=_cmd_check_repo)
 
@@ -157,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Repository shape to simulate and run on (DP1Pipeline.yaml for dp1).")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("transfer-inputs",
-                       help="Copy a pipeline's inputs from a read-only Butler (e.g. the RSP's dp1) into a local repo.")
+    p = sub.add_parser(
+        "transfer-inputs",
+        help="Copy a pipeline's inputs from a read-only Butler (e.g. the RSP's dp1) into a local repo.",
+    )
     p.add_argument("source", help="Source repository (path or label, e.g. dp1); only read.")
     p.add_argument("dest", help="Local repository (created if absent).")
     p.add_argument("-p", "--pipeline", required=True, help="Pipeline file, as for pipetask run -p.")
@@ -166,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Input collections, as for pipetask run -i (comma-separated; repeatable). "
                    "Collections absent from the source (model RUNs) are skipped.")
     p.add_argument("-d", "--where", default="", help="Data ID query, as for pipetask run -d.")
-    p.add_argument("--output-run", default=None, help="Output RUN of the graph built on the source (never written).")
+    p.add_argument(
+        "--output-run", default=None, help="Output RUN of the graph built on the source (never written)."
+    )
     p.add_argument("--dry-run", action="store_true", help="Build the graph and count; copy nothing.")
     p.set_defaults(func=_cmd_transfer_inputs)
 
@@ -179,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Dispatched in main() to lsst.meas.ml.bench.main, which parses its own options.
     bench_sub.add_parser("core", help="Cutouts vs the memory floor; engine throughput (see --help).")
 
-    for name in _FAMILY_CLI_MODULES:
+    from .products import PRODUCTS
+
+    for name in (f"{p.package}.cli" for p in PRODUCTS):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -198,7 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``meas-ml``; returns the process exit code."""
+    """Run ``meas-ml``: the entry point of the command.
+
+    Parameters
+    ----------
+    argv : `~collections.abc.Sequence` [`str`], optional
+        Command-line arguments without the program name (default
+        ``sys.argv[1:]``).
+
+    Returns
+    -------
+    code : `int`
+        The process exit code.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["bench", "core"]:
         # The core benchmark owns its options (see lsst.meas.ml.bench).

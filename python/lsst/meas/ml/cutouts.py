@@ -130,9 +130,23 @@ class Stamps:
 
 
 def stamp_boxes(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower-left corners of the stamps and the finite-position flags.
+    """Compute the lower-left corners of the stamps and the finite-position flags.
 
-    Returns ``(x0, y0, finite)``; corners of non-finite positions are 0.
+    Parameters
+    ----------
+    x, y : `numpy.ndarray`
+        Stamp centres, in the parent frame; each stamp is centred on the
+        pixel ``(round(x), round(y))``.
+    size : `int`
+        The side of the square stamps, in pixels.
+
+    Returns
+    -------
+    x0, y0 : `numpy.ndarray`
+        ``(N,)`` int64 lower-left corners; those of non-finite positions
+        are ``-(size // 2)`` (a centre of 0).
+    finite : `numpy.ndarray`
+        ``(N,)`` bool: both coordinates are finite.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -151,7 +165,9 @@ def _union_box(x0: np.ndarray, y0: np.ndarray, size: int, ok: np.ndarray) -> Box
     return Box(bx0, by0, int(x0[ok].max()) + size - bx0, int(y0[ok].max()) + size - by0)
 
 
-def _exposure_planes(exposure: PixelPlanes, bad_mask_bits: int | Sequence[str]) -> tuple[list[np.ndarray], int]:
+def _exposure_planes(
+    exposure: PixelPlanes, bad_mask_bits: int | Sequence[str]
+) -> tuple[list[np.ndarray], int]:
     """Image and variance in nJy, and the mask, of an exposure."""
     image = exposure.image_njy()
     variance = exposure.variance
@@ -406,7 +422,7 @@ def _thread_count(threads: int | None) -> int:
 
 
 def _pool() -> ThreadPoolExecutor:
-    """The module's thread pool, created on first use (again in a forked child)."""
+    """Return the module's thread pool, created on first use (again in a forked child)."""
     global _POOL, _POOL_PID
     with _POOL_LOCK:
         if _POOL is None or _POOL_PID != os.getpid():
@@ -491,7 +507,12 @@ def asinh_stretch(
     Returns
     -------
     stretched : `numpy.ndarray`
-        float32, finite everywhere.
+        The stretched pixels as float32, finite everywhere.
+
+    Raises
+    ------
+    ImageError
+        If a 1-d ``scale`` does not have one value per channel.
     """
     data = np.asarray(data, dtype=np.float32)
     scale = np.asarray(scale, dtype=np.float32)
@@ -538,7 +559,13 @@ def variance_normalise(
     Returns
     -------
     normalised : `numpy.ndarray`
-        float32, finite everywhere.
+        The normalised pixels as float32, finite everywhere.
+
+    Raises
+    ------
+    ImageError
+        If ``image`` and ``variance`` differ in shape, or ``mode`` is
+        unknown.
     """
     image = np.asarray(image, dtype=np.float32)
     variance = np.asarray(variance, dtype=np.float32)

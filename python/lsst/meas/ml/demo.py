@@ -15,7 +15,6 @@ Steps, each reported with its wall time:
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -25,20 +24,39 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .products import PRODUCTS, product_module
+
 __all__ = ["DEMO_FAMILIES", "OUTPUT_COLLECTION", "INPUT_COLLECTION", "pipeline_path", "run_demo"]
 
 #: Collection the pipeline outputs go to.
 OUTPUT_COLLECTION = "u/demo/ml"
 #: Chained collection the simulated survey is found in.
 INPUT_COLLECTION = "MLSim/defaults"
-#: Families the demo trains and runs, each with a ``lsst.meas.ml.<family>.demo`` module
-#: providing ``train_demo_package(butler, collections, workdir) -> ModelPackage`` and
+#: Families the demo trains and runs (the products with ``in_demo``), each with a
+#: ``lsst.meas.ml.<family>.demo`` module providing
+#: ``train_demo_package(butler, collections, workdir) -> ModelPackage`` and
 #: ``summarize(butler, collections) -> list[str]``.
-DEMO_FAMILIES: tuple[str, ...] = ("photoz", "dia")
+DEMO_FAMILIES: tuple[str, ...] = tuple(p.family for p in PRODUCTS if p.in_demo)
 
 
 def pipeline_path(name: str = "DemoPipeline.yaml") -> Path:
-    """Path of a pipeline shipped in ``pipelines/`` (``$MEAS_ML_DIR`` or the source tree)."""
+    """Find a pipeline shipped in ``pipelines/`` (``$MEAS_ML_DIR`` or the source tree).
+
+    Parameters
+    ----------
+    name : `str`, optional
+        File name of the pipeline.
+
+    Returns
+    -------
+    path : `pathlib.Path`
+        Its path.
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither place holds it.
+    """
     candidates = []
     if os.environ.get("MEAS_ML_DIR"):
         candidates.append(Path(os.environ["MEAS_ML_DIR"]) / "pipelines" / name)
@@ -57,7 +75,7 @@ def _say(message: str) -> None:
 
 
 def _survey_shape(repo: Path) -> str | None:
-    """The shape of a complete simulated repository at ``repo`` (None if there is none)."""
+    """Return the shape of a complete simulated repository at ``repo`` (None if there is none)."""
     if not (repo / "butler.yaml").exists():
         return None
     from lsst.daf.butler import Butler
@@ -73,7 +91,7 @@ def _survey_shape(repo: Path) -> str | None:
 
 
 def _family_module(family: str) -> Any:
-    return importlib.import_module(f"lsst.meas.ml.{family}.demo")
+    return product_module(family, "demo")
 
 
 #: Pipeline run on each repository shape.
@@ -83,9 +101,28 @@ PIPELINES: dict[str, str] = {"drp": "DemoPipeline.yaml", "dp1": "DP1Pipeline.yam
 def run_demo(
     repo: str | os.PathLike, *, size: str = "default", fresh: bool = False, jobs: int = 1, shape: str = "drp"
 ) -> int:
-    """Run the whole demo; returns a process exit code."""
+    """Run the whole demo.
+
+    Parameters
+    ----------
+    repo : path-like
+        Repository to simulate into (reused when complete and of ``shape``).
+    size : `str`, optional
+        ``"default"`` or ``"tiny"`` survey.
+    fresh : `bool`, optional
+        Delete the repository first.
+    jobs : `int`, optional
+        Processes for ``pipetask run``.
+    shape : `str`, optional
+        ``"drp"`` or ``"dp1"`` repository shape.
+
+    Returns
+    -------
+    status : `int`
+        Process exit code (0 on success).
+    """
     from .butler import open_repo
-    from .registration import find_package, register_package
+    from .butler.registration import find_package, register_package
     from .simulate import SurveyConfig, build_repo
 
     t_start = time.perf_counter()
@@ -127,7 +164,8 @@ def run_demo(
                 del butler
                 return run_demo(repo, size=size, fresh=True, jobs=jobs, shape=shape)
             if package is not None:
-                _say(f"[demo] Reusing {family} model {package.version} (sha256 {package.sha256[:12]}) in {run}")
+                _say(f"[demo] Reusing {family} model {package.version} "
+                     f"(sha256 {package.sha256[:12]}) in {run}")
             else:
                 _say(f"[demo] Training the {family} model on the simulated survey ...")
                 package = _family_module(family).train_demo_package(butler, [INPUT_COLLECTION], workdir)
@@ -159,7 +197,8 @@ def run_demo(
         "-j", str(jobs),
     ]
     if outputs_exist:
-        _say(f"[demo] {OUTPUT_COLLECTION} exists: replacing its last run (--replace-run --prune-replaced purge).")
+        _say(f"[demo] {OUTPUT_COLLECTION} exists: replacing its last run "
+             "(--replace-run --prune-replaced purge).")
         cmd += ["--replace-run", "--prune-replaced", "purge"]
     if not Path(cmd[0]).exists():
         cmd[0] = "pipetask"
@@ -193,7 +232,8 @@ def run_demo(
     _say("Look at them with:")
     bindir = Path(sys.executable).parent
     _say(f"  {bindir / 'butler'} query-datasets {repo} --collections {OUTPUT_COLLECTION} 'ml_*'")
-    _say(f"  {sys.executable} -c \"from lsst.daf.butler import Butler; b = Butler('{repo}', collections='{OUTPUT_COLLECTION}');"
+    _say(f"  {sys.executable} -c \"from lsst.daf.butler import Butler; "
+         f"b = Butler('{repo}', collections='{OUTPUT_COLLECTION}');"
          " print(b.get(b.query_datasets('ml_photoz')[0]))\"")
     _say(f"[demo] total {time.perf_counter() - t_start:.1f} s")
     return 0

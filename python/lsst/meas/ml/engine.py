@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from lsst.pex.config import ChoiceField, Config, Field, RangeField
 
+from .errors import MeasMlUserError
 from .packages import ModelPackage
 
 __all__ = [
@@ -64,7 +65,7 @@ MODEL_CACHE_SIZE = 8
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class EngineError(RuntimeError):
+class EngineError(MeasMlUserError, RuntimeError):
     """Raised for an unusable device request or inputs the engine cannot run."""
 
 
@@ -78,7 +79,8 @@ def _check_device_name(value: str) -> bool:
 
 class InferenceConfig(Config):
     """Inference settings shared by every ``meas_ml`` task (embed as a
-    ``ConfigField``)."""
+    ``ConfigField``).
+    """
 
     device = Field[str](
         doc="Device to run on: 'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.",
@@ -176,10 +178,28 @@ def select_device(name: str = "auto", *, log: logging.Logger | None = None) -> t
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The compute dtype for a precision setting on a device.
+    """Return the compute dtype for a precision setting on a device.
 
     ``auto`` gives bfloat16 on CUDA devices that support it and float32
     elsewhere (CPU, MPS, older GPUs).
+
+    Parameters
+    ----------
+    precision : `str`
+        The precision setting: ``"auto"`` or a name of a supported
+        precision (e.g. ``"fp32"``, ``"bf16"``).
+    device : `torch.device`
+        The device the model runs on.
+
+    Returns
+    -------
+    dtype : `torch.dtype`
+        The compute dtype.
+
+    Raises
+    ------
+    EngineError
+        If ``precision`` is unknown.
     """
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -393,10 +413,20 @@ class InferenceEngine:
             return loaded
 
     def model(self, package: ModelPackage) -> torch.nn.Module:
-        """The model of ``package`` on this engine's device, in eval mode.
+        """Return the model of ``package`` on this engine's device, in eval mode.
 
         Built once per process for each (checksum, device, precision,
         memory format, compile) combination and then reused.
+
+        Parameters
+        ----------
+        package : `~lsst.meas.ml.packages.ModelPackage`
+            The model package.
+
+        Returns
+        -------
+        model : `torch.nn.Module`
+            The (possibly compiled) model, shared with other callers.
         """
         return self._load(package).module
 
@@ -427,7 +457,7 @@ class InferenceEngine:
         Returns
         -------
         outputs : `numpy.ndarray` or `tuple` or `dict`
-            float32 arrays with the batch on axis 0, structured as the
+            Float32 arrays with the batch on axis 0, structured as the
             model's output (a tensor, a tuple or a dict of tensors).  Zero
             input rows give empty arrays with the right trailing shape.
 

@@ -1,32 +1,28 @@
-"""The exceptions ``meas-ml`` reports as a one-line error instead of a traceback.
+"""The one base of the errors ``meas-ml`` reports as a line instead of a traceback.
 
-Each is raised with a message that names the file, dataset or column at
-fault and the fix.
+Like daf_butler's ``ButlerUserError``, `MeasMlUserError` is a mixin: each
+error class of the package derives from it and from the builtin exception
+that fits (``ValueError``, ``RuntimeError``...), and its message names the
+file, dataset or column at fault and the fix.  The command catches
+`MeasMlUserError` (and missing or existing files); anything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import importlib
+__all__ = ["MeasMlUserError", "user_errors"]
 
-__all__ = ["user_errors"]
 
-# (module, class) pairs; a family that is not built is skipped.
-_USER_ERRORS = (
-    ("lsst.meas.ml.images", "ImageError"),
-    ("lsst.meas.ml.butler.repo", "RepoConfigError"),
-    ("lsst.meas.ml.packages", "PackageError"),
-    ("lsst.meas.ml.alerts", "AlertError"),
-    ("lsst.meas.ml.photoz.features", "FeatureError"),
-    ("lsst.meas.ml.dia.data", "DiaDataError"),
-)
+class MeasMlUserError(Exception):
+    """Mixin of the errors whose message is meant for the user as it is."""
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes reported without a traceback."""
-    found: list[type[BaseException]] = [FileNotFoundError, FileExistsError]
-    for module, name in _USER_ERRORS:
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
+    """Return the exception classes ``meas-ml`` reports without a traceback.
+
+    Returns
+    -------
+    classes : `tuple` [`type`, ...]
+        Exception classes, for an ``except`` clause.
+    """
+    return (MeasMlUserError, FileNotFoundError, FileExistsError)

@@ -19,6 +19,8 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 
+from .errors import MeasMlUserError
+
 __all__ = [
     "OutputIsInputError",
     "atomic_output",
@@ -29,12 +31,26 @@ __all__ = [
 ]
 
 
-class OutputIsInputError(FileExistsError):
+class OutputIsInputError(MeasMlUserError, FileExistsError):
     """Raised when an output path names one of the command's input files."""
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name the same file (symbolic links and hard links resolved)."""
+    """Test whether two paths name the same file.
+
+    Symbolic links and hard links are resolved.
+
+    Parameters
+    ----------
+    a, b : `str` or path-like
+        The paths to compare.
+
+    Returns
+    -------
+    same : `bool`
+        `True` if both paths name the same file; `False` otherwise,
+        including when either does not exist (yet).
+    """
     a, b = os.fspath(a), os.fspath(b)
     if os.path.realpath(a) == os.path.realpath(b):
         return True
@@ -81,13 +97,23 @@ def _mode_from_umask() -> int:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
-    """Context manager yielding a temporary path that replaces ``path`` on success.
+    """Yield a temporary path that replaces ``path`` on success.
 
-    The temporary file is created in the directory of ``path`` (created if
+    This is a context manager.  The temporary file is created in the directory of ``path`` (created if
     needed), with the same extensions, so writers that pick the format from
     the name (astropy ``Table.write``) behave as for ``path``.  It is moved
     over ``path`` with `os.replace` when the block ends without an
     exception, and removed otherwise.
+
+    Parameters
+    ----------
+    path : `str` or path-like
+        The output file.
+
+    Yields
+    ------
+    tmp : `str`
+        The temporary file to write.
 
     Examples
     --------
@@ -112,14 +138,40 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically; returns the path."""
+    """Write ``data`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : `str` or path-like
+        The output file.
+    data : `bytes`
+        The content to write.
+
+    Returns
+    -------
+    path : `str`
+        The output path, as a string.
+    """
     with atomic_output(path) as tmp, open(tmp, "wb") as stream:
         stream.write(data)
     return os.fspath(path)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> str:
-    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : `str` or path-like
+        The output file.
+    text : `str`
+        The content to write, encoded as UTF-8.
+
+    Returns
+    -------
+    path : `str`
+        The output path, as a string.
+    """
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as stream:
         stream.write(text)
     return os.fspath(path)

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import MeasMlUserError
+
 __all__ = [
     "Box",
     "DEFAULT_MASK_PLANES",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 
-class ImageError(ValueError):
+class ImageError(MeasMlUserError, ValueError):
     """Raised for an inconsistent exposure or an impossible request on it."""
 
 
@@ -89,7 +91,19 @@ class Box:
         return self.width == 0 or self.height == 0
 
     def intersection(self, other: Box) -> Box:
-        """The overlap of two boxes (possibly empty, anchored at the larger corner)."""
+        """Return the overlap of two boxes.
+
+        Parameters
+        ----------
+        other : `Box`
+            The other box.
+
+        Returns
+        -------
+        overlap : `Box`
+            The overlap, possibly empty; its corner is the larger of the two
+            lower-left corners.
+        """
         x0, y0 = max(self.x0, other.x0), max(self.y0, other.y0)
         x1, y1 = min(self.x1, other.x1), min(self.y1, other.y1)
         return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
@@ -100,7 +114,18 @@ class Box:
         )
 
     def local_slices(self, sub: Box) -> tuple[slice, slice]:
-        """Array slices ``(rows, cols)`` selecting ``sub`` from an array covering ``self``."""
+        """Return array slices selecting ``sub`` from an array covering ``self``.
+
+        Parameters
+        ----------
+        sub : `Box`
+            The box to select (not checked to lie inside ``self``).
+
+        Returns
+        -------
+        rows, cols : `slice`
+            The row and column slices.
+        """
         return (
             slice(sub.y0 - self.y0, sub.y1 - self.y0),
             slice(sub.x0 - self.x0, sub.x1 - self.x0),
@@ -108,21 +133,59 @@ class Box:
 
     @classmethod
     def from_center(cls, x: float, y: float, size: int) -> Box:
-        """The ``size`` x ``size`` box centred on pixel ``(round(x), round(y))``."""
+        """Return the ``size`` x ``size`` box centred on pixel ``(round(x), round(y))``.
+
+        Parameters
+        ----------
+        x, y : `float`
+            The centre, in the parent frame (rounded half up).
+        size : `int`
+            The side of the box, in pixels.
+
+        Returns
+        -------
+        box : `Box`
+            The box; for an even ``size`` the centre pixel is the one right
+            of and above the middle.
+        """
         half = size // 2
         return cls(int(np.floor(x + 0.5)) - half, int(np.floor(y + 0.5)) - half, size, size)
 
     def to_stack(self) -> Any:
-        """The same box as an `lsst.images.Box` (the Butler's ``bbox`` read parameter)."""
+        """Return the same box as an `lsst.images.Box`.
+
+        That is the type of the Butler's ``bbox`` read parameter.
+
+        Returns
+        -------
+        box : `lsst.images.Box`
+            The converted box.
+        """
         import lsst.images as li
 
         return li.Box.factory[self.y0 : self.y1, self.x0 : self.x1]
 
     @classmethod
     def coerce(cls, value: Any) -> Box:
-        """Accept a `Box`, a 4-sequence ``(x0, y0, width, height)``, a mapping,
-        or an object with ``getMinX/getMinY/getWidth/getHeight`` (an afw or
-        sphgeom-style box)."""
+        """Convert a box-like value to a `Box`.
+
+        Parameters
+        ----------
+        value : `~typing.Any`
+            A `Box`, a 4-sequence ``(x0, y0, width, height)``, a mapping with
+            those keys, an object with ``getMinX/getMinY/getWidth/getHeight``
+            (an afw or sphgeom-style box) or an `lsst.images.Box`.
+
+        Returns
+        -------
+        box : `Box`
+            The box (``value`` itself if it is a `Box`).
+
+        Raises
+        ------
+        ImageError
+            If ``value`` cannot be interpreted as a box.
+        """
         if isinstance(value, Box):
             return value
         if isinstance(value, Mapping):
@@ -144,7 +207,7 @@ class Box:
 class PixelPlanes:
     """The pixel planes of an image, with what the stamp code needs to know.
 
-    Parameters
+    Attributes
     ----------
     image : `numpy.ndarray`
         2-d float32 pixel values, in the units given by ``photo_calib``
@@ -162,7 +225,7 @@ class PixelPlanes:
     band : `str`, optional
         Abstract filter name (``u``, ``g``, ``r``, ``i``, ``z``, ``y``).
     photo_calib : `float`
-        nJy per unit of ``image``.
+        Number of nJy per unit of ``image``.
     xy0 : `tuple` [`int`, `int`]
         Parent-frame pixel of ``image[0, 0]``.
     mask_planes : `dict` [`str`, `int`]
@@ -216,7 +279,23 @@ class PixelPlanes:
         return self.image.shape
 
     def get_plane_bitmask(self, *names: str) -> int:
-        """The OR of the bits of the named mask planes (unknown names raise)."""
+        """Return the OR of the bits of the named mask planes.
+
+        Parameters
+        ----------
+        *names : `str`
+            Mask plane names, in either spelling.
+
+        Returns
+        -------
+        bitmask : `int`
+            The bit mask (0 without names).
+
+        Raises
+        ------
+        ImageError
+            If a plane is not in the mask.
+        """
         value = 0
         for name in names:
             bit = self.plane_bit(name)
@@ -226,7 +305,18 @@ class PixelPlanes:
         return value
 
     def plane_bit(self, name: str) -> int | None:
-        """Bit of a mask plane given in either spelling (None when absent)."""
+        """Return the bit of a mask plane given in either spelling.
+
+        Parameters
+        ----------
+        name : `str`
+            The plane name, in the v2 or the legacy spelling.
+
+        Returns
+        -------
+        bit : `int` or `None`
+            The bit number, or `None` if the mask has no such plane.
+        """
         if name in self.mask_planes:
             return self.mask_planes[name]
         from .stack_images import LEGACY_PLANE_NAMES, to_v2_plane_name
@@ -237,7 +327,18 @@ class PixelPlanes:
         return None
 
     def has_plane(self, name: str) -> bool:
-        """Whether the mask has a plane (either spelling)."""
+        """Test whether the mask has a plane.
+
+        Parameters
+        ----------
+        name : `str`
+            The plane name, in either spelling.
+
+        Returns
+        -------
+        has : `bool`
+            `True` if the mask has the plane.
+        """
         return self.plane_bit(name) is not None
 
     def image_njy(self) -> np.ndarray:
@@ -261,7 +362,24 @@ class PixelPlanes:
 
     # ------------------------------------------------------------------
     def subset(self, bbox: Any) -> PixelPlanes:
-        """A copy restricted to ``bbox`` (parent frame), which must lie inside."""
+        """Return a copy restricted to ``bbox``.
+
+        Parameters
+        ----------
+        bbox : `Box` or box-like
+            The parent-frame box to keep (anything `Box.coerce` accepts).
+
+        Returns
+        -------
+        subset : `PixelPlanes`
+            A copy of the planes inside ``bbox``, with the WCS shifted and
+            ``xy0`` set to the box corner.
+
+        Raises
+        ------
+        ImageError
+            If ``bbox`` does not lie inside the image.
+        """
         box = Box.coerce(bbox)
         if not self.bbox.contains(box):
             raise ImageError(
@@ -282,7 +400,25 @@ class PixelPlanes:
         )
 
     def pixel_to_sky(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Parent-frame pixel positions to (ra, dec) in degrees (full WCS, SIP included)."""
+        """Convert parent-frame pixel positions to sky positions.
+
+        The full WCS (SIP included) is used.
+
+        Parameters
+        ----------
+        x, y : `numpy.ndarray`
+            Pixel positions in the parent frame.
+
+        Returns
+        -------
+        ra, dec : `numpy.ndarray`
+            Sky positions, in degrees.
+
+        Raises
+        ------
+        ImageError
+            If the image has no WCS.
+        """
         if self.sky_projection is not None:
             coord = self.sky_projection.pixel_to_sky(x=np.asarray(x, float), y=np.asarray(y, float))
             return np.asarray(coord.ra.deg), np.asarray(coord.dec.deg)
@@ -293,22 +429,9 @@ class PixelPlanes:
         ra, dec = self.wcs.all_pix2world(x, y, 0)
         return np.asarray(ra), np.asarray(dec)
 
-    def sky_to_pixel(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ra, dec) in degrees to parent-frame pixel positions."""
-        if self.sky_projection is not None:
-            from astropy.coordinates import SkyCoord
-
-            xy = self.sky_projection.sky_to_pixel(SkyCoord(np.asarray(ra, float), np.asarray(dec, float), unit="deg"))
-            return np.asarray(xy.x, float), np.asarray(xy.y, float)
-        if self.wcs is None:
-            raise ImageError("Image has no WCS.")
-        x, y = self.wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
-        return np.asarray(x) + self.xy0[0], np.asarray(y) + self.xy0[1]
-
-    # ------------------------------------------------------------------
     @classmethod
     def from_image(cls, image: Any) -> PixelPlanes:
-        """The planes of an ``lsst.images`` masked image (views, no copies).
+        """Return the planes of an ``lsst.images`` masked image (views, no copies).
 
         Parameters
         ----------
@@ -381,9 +504,22 @@ class PixelPlanes:
 
 
 def shift_wcs(wcs: Any, dx: float, dy: float) -> Any:
-    """A copy of an astropy WCS whose local pixel origin moves by ``(dx, dy)``.
+    """Return a copy of an astropy WCS whose local pixel origin moves by ``(dx, dy)``.
 
     Used when cutting: the pixel that was ``(dx, dy)`` becomes ``(0, 0)``.
+
+    Parameters
+    ----------
+    wcs : `astropy.wcs.WCS` or `None`
+        The WCS to shift.
+    dx, dy : `float`
+        The shift of the origin, in pixels.
+
+    Returns
+    -------
+    shifted : `astropy.wcs.WCS` or `None`
+        A shifted copy (with SIP, if any, shifted too), or `None` if ``wcs``
+        is `None`.
     """
     if wcs is None or (dx == 0 and dy == 0):
         return None if wcs is None else wcs.deepcopy()

@@ -74,13 +74,49 @@ def _finite_pair(z_phot: np.ndarray, z_true: np.ndarray) -> tuple[np.ndarray, np
 
 
 def delta_z(z_phot: np.ndarray, z_true: np.ndarray) -> np.ndarray:
-    """Return ``(z_phot - z_true) / (1 + z_true)`` over the pairs where both are finite."""
+    """Return ``(z_phot - z_true) / (1 + z_true)`` over the pairs where both are finite.
+
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts, one per ``z_phot``.
+
+    Returns
+    -------
+    dz : `numpy.ndarray`
+        The normalised residuals of the finite pairs (flattened).
+
+    Raises
+    ------
+    ValueError
+        If ``z_phot`` and ``z_true`` differ in size.
+    """
     zp, zt = _finite_pair(z_phot, z_true)
     return (zp - zt) / (1.0 + zt)
 
 
 def sigma_nmad(z_phot: np.ndarray, z_true: np.ndarray) -> float:
-    """Normalised median absolute deviation of `delta_z` (1.4826 x MAD)."""
+    """Return the normalised median absolute deviation of `delta_z` (1.4826 x MAD).
+
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts, one per ``z_phot``.
+
+    Returns
+    -------
+    sigma : `float`
+        The scatter; NaN without a finite pair.
+
+    Raises
+    ------
+    ValueError
+        If ``z_phot`` and ``z_true`` differ in size.
+    """
     dz = delta_z(z_phot, z_true)
     if dz.size == 0:
         return math.nan
@@ -88,7 +124,25 @@ def sigma_nmad(z_phot: np.ndarray, z_true: np.ndarray) -> float:
 
 
 def sigma_iqr(z_phot: np.ndarray, z_true: np.ndarray) -> float:
-    """Inter-quartile range of `delta_z` divided by 1.349."""
+    """Return the inter-quartile range of `delta_z` divided by 1.349.
+
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts, one per ``z_phot``.
+
+    Returns
+    -------
+    sigma : `float`
+        The scatter; NaN without a finite pair.
+
+    Raises
+    ------
+    ValueError
+        If ``z_phot`` and ``z_true`` differ in size.
+    """
     dz = delta_z(z_phot, z_true)
     if dz.size == 0:
         return math.nan
@@ -97,19 +151,76 @@ def sigma_iqr(z_phot: np.ndarray, z_true: np.ndarray) -> float:
 
 
 def bias(z_phot: np.ndarray, z_true: np.ndarray) -> float:
-    """Median of `delta_z`."""
+    """Return the median of `delta_z`.
+
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts, one per ``z_phot``.
+
+    Returns
+    -------
+    bias : `float`
+        The median; NaN without a finite pair.
+
+    Raises
+    ------
+    ValueError
+        If ``z_phot`` and ``z_true`` differ in size.
+    """
     dz = delta_z(z_phot, z_true)
     return float(np.median(dz)) if dz.size else math.nan
 
 
 def outlier_fraction(z_phot: np.ndarray, z_true: np.ndarray, threshold: float = 0.15) -> float:
-    """Fraction of objects with ``|dz| / (1 + z_true) > threshold``."""
+    """Return the fraction of objects with ``|dz| > threshold``.
+
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts, one per ``z_phot``.
+    threshold : `float`, optional
+        The outlier limit on ``|dz|``, where ``dz`` is `delta_z` (already
+        divided by ``1 + z_true``).
+
+    Returns
+    -------
+    fraction : `float`
+        The outlier fraction; NaN without a finite pair.
+
+    Raises
+    ------
+    ValueError
+        If ``z_phot`` and ``z_true`` differ in size.
+    """
     dz = delta_z(z_phot, z_true)
     return float(np.mean(np.abs(dz) > threshold)) if dz.size else math.nan
 
 
 def outlier_fraction_rail(z_phot: np.ndarray, z_true: np.ndarray) -> float:
-    """Fraction with ``|dz| > max(0.06, 3 sigma_IQR)``, RAIL's outlier rate."""
+    """Return the fraction with ``|dz| > max(0.06, 3 sigma_IQR)``, RAIL's outlier rate.
+
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts, one per ``z_phot``.
+
+    Returns
+    -------
+    fraction : `float`
+        The outlier fraction; NaN without a finite pair.
+
+    Raises
+    ------
+    ValueError
+        If ``z_phot`` and ``z_true`` differ in size.
+    """
     dz = delta_z(z_phot, z_true)
     if dz.size == 0:
         return math.nan
@@ -129,7 +240,7 @@ def _check_binned(pdf: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def pit(pdf: np.ndarray, edges: np.ndarray, z_true: np.ndarray) -> np.ndarray:
-    """Probability integral transform of binned PDFs at the true redshifts.
+    """Compute the probability integral transform of binned PDFs at the true redshifts.
 
     Parameters
     ----------
@@ -145,6 +256,12 @@ def pit(pdf: np.ndarray, edges: np.ndarray, z_true: np.ndarray) -> np.ndarray:
     pit : `numpy.ndarray`, (N,)
         CDF at ``z_true`` (linear inside a bin); NaN where the PDF or the
         truth is not finite.
+
+    Raises
+    ------
+    ValueError
+        If ``edges`` does not have one more value than ``pdf`` has bins,
+        or is not strictly increasing.
     """
     pdf, edges = _check_binned(pdf, edges)
     z_true = np.asarray(z_true, dtype=np.float64).ravel()
@@ -162,11 +279,19 @@ def pit(pdf: np.ndarray, edges: np.ndarray, z_true: np.ndarray) -> np.ndarray:
 
 
 def pit_histogram(pit_values: np.ndarray, n_bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Histogram of PIT values normalised to a density (flat at 1 when calibrated).
+    """Histogram PIT values, normalised to a density (flat at 1 when calibrated).
+
+    Parameters
+    ----------
+    pit_values : `numpy.ndarray`
+        PIT values; non-finite ones are ignored.
+    n_bins : `int`, optional
+        The number of bins over [0, 1].
 
     Returns
     -------
     density, edges : `numpy.ndarray`
+        The density in each bin and the ``n_bins + 1`` bin edges.
     """
     values = np.asarray(pit_values, dtype=np.float64)
     values = values[np.isfinite(values)]
@@ -174,7 +299,18 @@ def pit_histogram(pit_values: np.ndarray, n_bins: int = 20) -> tuple[np.ndarray,
 
 
 def ks_uniform(values: np.ndarray) -> float:
-    """Kolmogorov-Smirnov distance between finite ``values`` and U(0, 1)."""
+    """Return the Kolmogorov-Smirnov distance between finite ``values`` and U(0, 1).
+
+    Parameters
+    ----------
+    values : `numpy.ndarray`
+        The sample; non-finite values are ignored.
+
+    Returns
+    -------
+    distance : `float`
+        The KS statistic; NaN without a finite value.
+    """
     x = np.sort(np.asarray(values, dtype=np.float64)[np.isfinite(values)])
     n = x.size
     if n == 0:
@@ -185,7 +321,28 @@ def ks_uniform(values: np.ndarray) -> float:
 
 
 def cdf_on_grid(pdf: np.ndarray, edges: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Evaluate the piecewise-linear CDF of binned PDFs on ``grid``, shape (N, G)."""
+    """Evaluate the piecewise-linear CDF of binned PDFs on ``grid``.
+
+    Parameters
+    ----------
+    pdf : `numpy.ndarray`, (N, K)
+        Probability in each bin; rows are renormalised to sum to one.
+    edges : `numpy.ndarray`, (K + 1,)
+        Bin edges.
+    grid : `numpy.ndarray`, (G,)
+        Redshifts at which to evaluate the CDFs.
+
+    Returns
+    -------
+    cdf : `numpy.ndarray`, (N, G)
+        The CDFs: 0 at and below the first edge, 1 at and above the last.
+
+    Raises
+    ------
+    ValueError
+        If ``edges`` does not have one more value than ``pdf`` has bins,
+        or is not strictly increasing.
+    """
     pdf, edges = _check_binned(pdf, edges)
     with np.errstate(invalid="ignore", divide="ignore"):
         pdf = pdf / pdf.sum(axis=1, keepdims=True)
@@ -209,15 +366,35 @@ def _crps_from_cdf(cdf: np.ndarray, grid: np.ndarray, z_true: np.ndarray) -> np.
 def crps(
     pdf: np.ndarray, edges: np.ndarray, z_true: np.ndarray, *, n_grid: int = 1001, chunk: int = 4096
 ) -> np.ndarray:
-    """Continuous ranked probability score of each binned PDF.
+    """Compute the continuous ranked probability score of each binned PDF.
 
     The integral runs over the span of ``edges`` (extended to cover
     ``z_true``) on a regular grid of ``n_grid`` points.
 
+    Parameters
+    ----------
+    pdf : `numpy.ndarray`, (N, K)
+        Probability in each bin; rows are renormalised to sum to one.
+    edges : `numpy.ndarray`, (K + 1,)
+        Bin edges.
+    z_true : `numpy.ndarray`, (N,)
+        True redshifts.
+    n_grid : `int`, optional
+        The number of points of the integration grid.
+    chunk : `int`, optional
+        The number of PDFs evaluated at once (bounds the memory use).
+
     Returns
     -------
     crps : `numpy.ndarray`, (N,)
-        NaN where the PDF or the truth is not finite.
+        The score of each PDF; NaN where the PDF or the truth is not
+        finite.
+
+    Raises
+    ------
+    ValueError
+        If ``edges`` does not have one more value than ``pdf`` has bins,
+        or is not strictly increasing.
     """
     pdf, edges = _check_binned(pdf, edges)
     z_true = np.asarray(z_true, dtype=np.float64).ravel()
@@ -254,7 +431,25 @@ def _quantile_cdf_knots(
 def pit_from_quantiles(
     quantiles: np.ndarray, levels: Sequence[float], z_true: np.ndarray, z_range: tuple[float, float]
 ) -> np.ndarray:
-    """PIT of compact PDFs stored as quantiles at probability ``levels``."""
+    """Compute the PIT of compact PDFs stored as quantiles at probability ``levels``.
+
+    Parameters
+    ----------
+    quantiles : `numpy.ndarray`, (N, L)
+        The stored quantiles of each PDF.
+    levels : `~collections.abc.Sequence` [`float`]
+        The L probability levels of the quantiles.
+    z_true : `numpy.ndarray`, (N,)
+        True redshifts.
+    z_range : `tuple` [`float`, `float`]
+        The redshifts at which the CDF is 0 and 1.
+
+    Returns
+    -------
+    pit : `numpy.ndarray`, (N,)
+        The piecewise-linear CDF through the quantiles at ``z_true``; NaN
+        where the quantiles or the truth are not finite.
+    """
     z_knots, f_knots = _quantile_cdf_knots(quantiles, np.asarray(levels), z_range)
     z_true = np.asarray(z_true, dtype=np.float64).ravel()
     out = np.empty(z_true.size)
@@ -272,7 +467,30 @@ def crps_from_quantiles(
     *,
     n_grid: int = 1001,
 ) -> np.ndarray:
-    """CRPS of compact PDFs stored as quantiles (piecewise-linear CDF between them)."""
+    """Compute the CRPS of compact PDFs stored as quantiles.
+
+    The CDF is piecewise linear between the quantiles.
+
+    Parameters
+    ----------
+    quantiles : `numpy.ndarray`, (N, L)
+        The stored quantiles of each PDF.
+    levels : `~collections.abc.Sequence` [`float`]
+        The L probability levels of the quantiles.
+    z_true : `numpy.ndarray`, (N,)
+        True redshifts.
+    z_range : `tuple` [`float`, `float`]
+        The redshifts at which the CDF is 0 and 1; the integral runs over
+        this range, extended to cover ``z_true``.
+    n_grid : `int`, optional
+        The number of points of the integration grid.
+
+    Returns
+    -------
+    crps : `numpy.ndarray`, (N,)
+        The score of each PDF; NaN where the quantiles or the truth are not
+        finite.
+    """
     z_knots, f_knots = _quantile_cdf_knots(quantiles, np.asarray(levels), z_range)
     z_true = np.asarray(z_true, dtype=np.float64).ravel()
     finite_truth = z_true[np.isfinite(z_true)]
@@ -304,12 +522,29 @@ def photoz_metrics(
 ) -> PhotozMetrics:
     """Compute the standard point and (when a PDF is given) PDF metrics.
 
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric (point) redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts.
+    pdf : `numpy.ndarray`, (N, K), optional
+        Binned PDFs, for ``pit_ks`` and ``crps``.
+    edges : `numpy.ndarray`, (K + 1,), optional
+        Bin edges of ``pdf``; required with it.
+
     Returns
     -------
     metrics : `PhotozMetrics`
         ``n``, ``sigma_nmad``, ``bias``, ``sigma_iqr``, ``outlier_frac``
         (|dz| > 0.15), ``outlier_frac_rail``, and with a PDF also
         ``pit_ks`` and ``crps`` (mean).
+
+    Raises
+    ------
+    ValueError
+        If ``pdf`` is given without ``edges``, or the inputs do not match
+        in size.
     """
     out = PhotozMetrics(
         n=int(delta_z(z_phot, z_true).size),
@@ -338,6 +573,22 @@ def plot_photoz_vs_true(
     metrics: Mapping[str, Any] | None = None,
 ) -> str:
     """Write a PNG of photo-z against true redshift with the outlier limits.
+
+    Parameters
+    ----------
+    z_phot : `numpy.ndarray`
+        Photometric redshifts.
+    z_true : `numpy.ndarray`
+        True redshifts.
+    path : `str`
+        The file to write.
+    title : `str`, optional
+        The plot title.
+    z_max : `float`, optional
+        The largest redshift shown on both axes.
+    metrics : `~collections.abc.Mapping` [`str`, `~typing.Any`], optional
+        Metrics to print on the plot (``sigma_nmad``, ``bias``,
+        ``outlier_frac``); computed with `photoz_metrics` when `None`.
 
     Returns
     -------
@@ -377,6 +628,17 @@ def plot_photoz_vs_true(
 def plot_pit(pit_values: np.ndarray, path: str, *, title: str = "", n_bins: int = 20) -> str:
     """Write a PNG of the PIT histogram with its KS statistic.
 
+    Parameters
+    ----------
+    pit_values : `numpy.ndarray`
+        PIT values; non-finite ones are ignored.
+    path : `str`
+        The file to write.
+    title : `str`, optional
+        The plot title (the KS statistic is appended).
+    n_bins : `int`, optional
+        The number of histogram bins.
+
     Returns
     -------
     path : `str`
@@ -414,9 +676,24 @@ def _clean(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (rank statistic; ties count one half).
+    """Compute the area under the ROC curve (rank statistic; ties count one half).
 
-    NaN scores are ignored; NaN is returned when one class is absent.
+    Parameters
+    ----------
+    scores : `numpy.ndarray`
+        Real/bogus scores; NaN scores are ignored.
+    labels : `numpy.ndarray`
+        True labels (truthy for real), one per score.
+
+    Returns
+    -------
+    auc : `float`
+        The area; NaN when one class is absent.
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` and ``labels`` differ in shape.
     """
     s, y = _clean(scores, labels)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -433,7 +710,30 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def purity_completeness(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
-    """Purity (precision) and completeness (recall) of ``scores >= threshold``."""
+    """Compute purity (precision) and completeness (recall) of ``scores >= threshold``.
+
+    Parameters
+    ----------
+    scores : `numpy.ndarray`
+        Real/bogus scores; NaN scores are ignored.
+    labels : `numpy.ndarray`
+        True labels (truthy for real), one per score.
+    threshold : `float`
+        The selection threshold.
+
+    Returns
+    -------
+    purity : `float`
+        The fraction of selected objects that are real (NaN if none is
+        selected).
+    completeness : `float`
+        The fraction of real objects selected (NaN if none is real).
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` and ``labels`` differ in shape.
+    """
     s, y = _clean(scores, labels)
     selected = s >= threshold
     tp = int((selected & y).sum())
@@ -443,7 +743,27 @@ def purity_completeness(scores: np.ndarray, labels: np.ndarray, threshold: float
 
 
 def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The threshold maximising F1 (0.5 when it cannot be determined)."""
+    """Find the threshold maximising F1.
+
+    Candidate thresholds are the distinct scores rounded to 3 decimals.
+
+    Parameters
+    ----------
+    scores : `numpy.ndarray`
+        Real/bogus scores; NaN scores are ignored.
+    labels : `numpy.ndarray`
+        True labels (truthy for real), one per score.
+
+    Returns
+    -------
+    threshold : `float`
+        The threshold of highest F1; 0.5 when it cannot be determined.
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` and ``labels`` differ in shape.
+    """
     s, y = _clean(scores, labels)
     if not y.any() or y.all():
         return 0.5
@@ -458,22 +778,69 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def accuracy(predicted: Sequence[int] | np.ndarray, truth: Sequence[int] | np.ndarray) -> float:
-    """Fraction of equal entries."""
+    """Return the fraction of equal entries.
+
+    Parameters
+    ----------
+    predicted : `~collections.abc.Sequence` [`int`] or `numpy.ndarray`
+        Predicted classes.
+    truth : `~collections.abc.Sequence` [`int`] or `numpy.ndarray`
+        True classes.
+
+    Returns
+    -------
+    accuracy : `float`
+        The fraction; NaN when ``truth`` is empty.
+    """
     predicted, truth = np.asarray(predicted), np.asarray(truth)
     return float((predicted == truth).mean()) if len(truth) else float("nan")
 
 
 def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> np.ndarray:
-    """``M[true, predicted]`` counts."""
+    """Count ``M[true, predicted]`` class pairs.
+
+    Parameters
+    ----------
+    predicted : `numpy.ndarray`
+        Predicted classes (integers from 0 to ``n_classes - 1``).
+    truth : `numpy.ndarray`
+        True classes (integers from 0 to ``n_classes - 1``).
+    n_classes : `int`
+        The number of classes.
+
+    Returns
+    -------
+    matrix : `numpy.ndarray`, (n_classes, n_classes)
+        The int64 counts, true class on the first axis.
+    """
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
     return m
 
 
 def agreement(scores: np.ndarray, reference: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Agreement of two real/bogus scores: Spearman and Pearson correlation,
-    fraction of the same decision at ``threshold``, and the ROC AUC of
-    ``scores`` against ``reference >= threshold``."""
+    """Measure the agreement of two real/bogus scores.
+
+    Pairs where either score is not finite are ignored.
+
+    Parameters
+    ----------
+    scores : `numpy.ndarray`
+        The scores to compare.
+    reference : `numpy.ndarray`
+        The reference scores, one per score.
+    threshold : `float`, optional
+        The decision threshold of both scores.
+
+    Returns
+    -------
+    agreement : `dict` [`str`, `float`]
+        ``n`` (pairs used), ``spearman`` and ``pearson`` correlations,
+        ``same_decision`` (fraction of the same decision at
+        ``threshold``) and ``auc_vs_reference`` (ROC AUC of ``scores``
+        against ``reference >= threshold``); all but ``n`` are NaN with
+        fewer than 3 pairs.
+    """
     a = np.asarray(scores, float)
     b = np.asarray(reference, float)
     ok = np.isfinite(a) & np.isfinite(b)
@@ -503,7 +870,28 @@ def agreement(scores: np.ndarray, reference: np.ndarray, threshold: float = 0.5)
 
 
 def real_bogus_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """ROC AUC, purity and completeness at ``threshold`` and the counts."""
+    """Compute ROC AUC, purity and completeness at ``threshold`` and the counts.
+
+    Parameters
+    ----------
+    scores : `numpy.ndarray`
+        Real/bogus scores; NaN scores are ignored.
+    labels : `numpy.ndarray`
+        True labels (truthy for real), one per score.
+    threshold : `float`
+        The selection threshold.
+
+    Returns
+    -------
+    metrics : `dict` [`str`, `float`]
+        ``n``, ``n_real``, ``roc_auc``, ``threshold``, ``purity`` and
+        ``completeness``.
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` and ``labels`` differ in shape.
+    """
     s, y = _clean(scores, labels)
     purity, completeness = purity_completeness(s, y, threshold)
     return {

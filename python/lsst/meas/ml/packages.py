@@ -43,8 +43,10 @@ from typing import Any
 import torch
 
 from . import __version__ as _meas_ml_version
+from .errors import MeasMlUserError
 from .fileio import write_bytes_atomic
 from .models import ArchitectureError, build_model, check_hyperparameters, list_architectures
+from .products import known_families
 from .safetensors_io import SafetensorsError, decode, encode, read_header
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "MANIFEST_SHA256_KEY",
     "ModelPackage",
     "PackageError",
+    "default_package",
+    "default_package_path",
     "manifest_sha256",
     "reseal_package",
     "weights_sha256",
@@ -69,9 +73,9 @@ MANIFEST_KEY = "meas_ml_manifest"
 MANIFEST_SHA256_KEY = "manifest_sha256"
 
 #: Model families a package may declare.
-KNOWN_FAMILIES: frozenset[str] = frozenset(
-    {"photoz", "dia", "morphology", "embedding", "asteroid", "spectra", "generic"}
-)
+#: Model families a package may declare: one per science product
+#: (`lsst.meas.ml.products.PRODUCTS`) plus ``generic``.
+KNOWN_FAMILIES: frozenset[str] = known_families()
 
 _REQUIRED_KEYS = (
     "format_version",
@@ -87,9 +91,11 @@ _REQUIRED_KEYS = (
 )
 
 
-class PackageError(ValueError):
-    """Raised for a model package that is missing, corrupt, or does not fit
-    the code or the task configuration that reads it."""
+class PackageError(MeasMlUserError, ValueError):
+    """Raised for a model package that is missing, corrupt, or unfit.
+
+    Unfit: it does not fit the code or the task configuration that reads it.
+    """
 
 
 def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -98,6 +104,16 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     The digest covers, for each tensor in sorted name order, its name,
     dtype, shape and raw little-endian bytes, so it does not depend on the
     order or layout of the tensors in a file.
+
+    Parameters
+    ----------
+    state_dict : `~collections.abc.Mapping` [`str`, `torch.Tensor`]
+        Named tensors, e.g. a model's ``state_dict()``.
+
+    Returns
+    -------
+    digest : `str`
+        Hexadecimal SHA-256 digest.
     """
     digest = hashlib.sha256()
     for name in sorted(state_dict):
@@ -114,6 +130,16 @@ def manifest_sha256(manifest: Mapping[str, Any]) -> str:
 
     Canonical: keys sorted at every level, separators ``","`` and ``":"``
     (no spaces), non-ASCII escaped, NaN/Infinity as Python's `json` writes them.
+
+    Parameters
+    ----------
+    manifest : `~collections.abc.Mapping` [`str`, `~typing.Any`]
+        The manifest; a ``manifest_sha256`` key in it is ignored.
+
+    Returns
+    -------
+    digest : `str`
+        Hexadecimal SHA-256 digest.
     """
     body = {key: value for key, value in manifest.items() if key != MANIFEST_SHA256_KEY}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
@@ -143,7 +169,7 @@ def _expected_state(architecture: str, hyperparameters: Mapping[str, Any]) -> di
     try:
         with torch.device("meta"):
             model = build_model(architecture, hyperparameters)
-    except Exception:  # noqa: BLE001 - cannot run on the meta device; a real error recurs on the CPU
+    except Exception:
         model = build_model(architecture, hyperparameters)
     return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
@@ -217,6 +243,26 @@ class ModelPackage:
     def sha256(self) -> str:
         """SHA-256 of the weights (see `weights_sha256`)."""
         return self.manifest["weights_sha256"]
+
+    def provenance_metadata(self) -> dict[str, Any]:
+        """Return what every output table records of the package that made it.
+
+        Returns
+        -------
+        metadata : `dict` [`str`, `~typing.Any`]
+            ``{"ml_model": {"family", "name", "version", "architecture",
+            "sha256"}}``, to merge into the table metadata (the Butler adds
+            the dataset and RUN of the package as an input of the output).
+        """
+        return {
+            "ml_model": {
+                "family": self.family,
+                "name": self.name,
+                "version": self.version,
+                "architecture": self.architecture,
+                "sha256": self.sha256,
+            }
+        }
 
     def __repr__(self) -> str:
         return (
@@ -358,12 +404,23 @@ class ModelPackage:
         model : `torch.nn.Module`
             The model; its ``state_dict`` must fit ``architecture`` built with
             ``hyperparameters``.
-        family, architecture, version, name : `str`
-            See the module documentation; ``name`` defaults to
+        family, architecture : `str`
+            See the module documentation.
+        hyperparameters, inputs, outputs : `~collections.abc.Mapping`
+            JSON-serialisable mappings.
+        version : `str`
+            See the module documentation.
+        provenance : `~collections.abc.Mapping`
+            JSON-serialisable mapping; it gains the meas_ml and torch
+            versions if absent.
+        name : `str`, optional
+            See the module documentation; defaults to
             ``"{family}-{architecture}"``.
-        hyperparameters, inputs, outputs, provenance : `~collections.abc.Mapping`
-            JSON-serialisable mappings.  ``provenance`` gains the meas_ml and
-            torch versions if absent.
+
+        Returns
+        -------
+        package : `ModelPackage`
+            The package, with its manifest and weights checksums computed.
         """
         state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
         prov = dict(_jsonable(dict(provenance), "provenance"))
@@ -386,7 +443,13 @@ class ModelPackage:
         return cls(manifest, state, source=f"<from_model {manifest['name']}>")
 
     def build_model(self) -> torch.nn.Module:
-        """A fresh CPU model with these weights, in eval mode."""
+        """Build a fresh CPU model with these weights, in eval mode.
+
+        Returns
+        -------
+        model : `torch.nn.Module`
+            The model of ``architecture`` with these weights loaded.
+        """
         model = build_model(self.architecture, self.hyperparameters)
         model.load_state_dict(self.state_dict, strict=True)
         return model.eval()
@@ -405,15 +468,30 @@ class ModelPackage:
 
     @staticmethod
     def _check_manifest_sha256(manifest: Any, source: str) -> None:
-        """Verify the manifest checksum of a manifest read from a file."""
+        """Verify the manifest checksum of a manifest read from a file.
+
+        Parameters
+        ----------
+        manifest : `~typing.Any`
+            The decoded manifest; anything but a `dict` is left to the
+            constructor to report.
+        source : `str`
+            Where the manifest came from, for the messages.
+
+        Raises
+        ------
+        PackageError
+            If the manifest has no ``manifest_sha256`` or does not match it.
+        """
         if not isinstance(manifest, dict):
             return  # the constructor reports a manifest that is not an object
         if MANIFEST_SHA256_KEY not in manifest:
             raise PackageError(
-                f"Model package {source}: its manifest has no {MANIFEST_SHA256_KEY!r} checksum (it was written "
-                "by a meas_ml older than manifest checksums), so an edit of the manifest (e.g. of "
-                "outputs.bin_edges) could not be detected; it is refused. If you trust this file, re-save it "
-                "with a checksum: python -c \"from lsst.meas.ml.packages import reseal_package; "
+                f"Model package {source}: its manifest has no {MANIFEST_SHA256_KEY!r} checksum "
+                "(it was written by a meas_ml older than manifest checksums), so an edit of the "
+                "manifest (e.g. of outputs.bin_edges) could not be detected; it is refused. If you "
+                "trust this file, re-save it with a checksum: python -c "
+                "\"from lsst.meas.ml.packages import reseal_package; "
                 f"reseal_package({source!r})\", or re-export the model with ModelPackage.from_model."
             )
         actual = manifest_sha256(manifest)
@@ -429,6 +507,18 @@ class ModelPackage:
     def from_bytes(cls, data: bytes, *, source: str = "<bytes>") -> ModelPackage:
         """Read a package from the bytes of a ``.safetensors`` file.
 
+        Parameters
+        ----------
+        data : `bytes`
+            Contents of a ``.safetensors`` model package file.
+        source : `str`, optional
+            Where the bytes came from, for messages.
+
+        Returns
+        -------
+        package : `ModelPackage`
+            The verified package.
+
         Raises
         ------
         PackageError
@@ -441,7 +531,8 @@ class ModelPackage:
     @classmethod
     def _from_bytes(cls, data: bytes, *, source: str, _verify_manifest: bool = True) -> ModelPackage:
         """`from_bytes`; ``_verify_manifest=False`` (only for `reseal_package`)
-        accepts a manifest without ``manifest_sha256``."""
+        accepts a manifest without ``manifest_sha256``.
+        """
         data = bytes(data)
         try:
             header, _ = read_header(data)
@@ -468,12 +559,28 @@ class ModelPackage:
         return cls(manifest, state, source=source)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the package to ``path`` (atomically: a temporary file is renamed)."""
+        """Write the package to ``path`` (atomically: a temporary file is renamed).
+
+        Parameters
+        ----------
+        path : path-like
+            Destination ``.safetensors`` file.
+        """
         write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelPackage:
         """Read and verify a package file.
+
+        Parameters
+        ----------
+        path : path-like
+            The ``.safetensors`` package file.
+
+        Returns
+        -------
+        package : `ModelPackage`
+            The verified package.
 
         Raises
         ------
@@ -525,4 +632,53 @@ def reseal_package(path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     """
     package = ModelPackage._load(path, _verify_manifest=False)
     package.save(os.fspath(out) if out is not None else os.fspath(path))
+    return package
+
+
+def default_package_path(family: str) -> str:
+    """Return the path of the package of a family shipped with meas_ml.
+
+    Parameters
+    ----------
+    family : `str`
+        Model family, e.g. ``"dia"``.
+
+    Returns
+    -------
+    path : `str`
+        ``data/<family>_default.safetensors`` in the installed package; the
+        file need not exist.
+    """
+    from importlib import resources
+
+    return str(resources.files("lsst.meas.ml") / "data" / f"{family}_default.safetensors")
+
+
+def default_package(family: str) -> ModelPackage:
+    """Load the package of a family shipped with meas_ml.
+
+    This is what commands use without ``--model``.
+
+    Parameters
+    ----------
+    family : `str`
+        Model family, e.g. ``"dia"``.
+
+    Returns
+    -------
+    package : `ModelPackage`
+        The verified default package of ``family``.
+
+    Raises
+    ------
+    PackageError
+        When this installation does not ship one.
+    """
+    path = default_package_path(family)
+    if not os.path.exists(path):
+        raise PackageError(
+            f"No default {family!r} package ({path}) in this installation; pass a package with --model."
+        )
+    package = ModelPackage.load(path)
+    package.check_family(family)
     return package

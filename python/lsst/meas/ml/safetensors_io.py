@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import MeasMlUserError
+
 __all__ = ["SafetensorsError", "decode", "encode", "read_header"]
 
 #: safetensors dtype code -> torch dtype.
@@ -47,7 +49,7 @@ _CODES: dict[torch.dtype, str] = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100_000_000
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(MeasMlUserError, ValueError):
     """The bytes are not a well-formed safetensors file."""
 
 
@@ -56,6 +58,24 @@ def encode(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | No
 
     Tensors are written in sorted name order, each as contiguous
     little-endian bytes.
+
+    Parameters
+    ----------
+    tensors : `~collections.abc.Mapping` [`str`, `torch.Tensor`]
+        The tensors, by name (moved to the CPU for writing).
+    metadata : `~collections.abc.Mapping` [`str`, `str`], optional
+        String metadata, stored as ``__metadata__`` in the header.
+
+    Returns
+    -------
+    data : `bytes`
+        The safetensors file content.
+
+    Raises
+    ------
+    SafetensorsError
+        If the metadata are not strings, or a tensor's dtype is not
+        supported.
     """
     header: dict[str, Any] = {}
     if metadata:
@@ -82,7 +102,26 @@ def encode(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | No
 
 
 def read_header(data: bytes) -> tuple[dict[str, Any], int]:
-    """The parsed JSON header and the offset at which tensor data starts."""
+    """Parse the JSON header of safetensors bytes.
+
+    Parameters
+    ----------
+    data : `bytes`
+        The safetensors file content.
+
+    Returns
+    -------
+    header : `dict` [`str`, `~typing.Any`]
+        The parsed JSON header.
+    start : `int`
+        The offset at which tensor data starts.
+
+    Raises
+    ------
+    SafetensorsError
+        If the data are too short, the header length is out of range, or the
+        header is not a JSON object.
+    """
     if len(data) < 8:
         raise SafetensorsError(f"{len(data)} bytes is too short for a safetensors file")
     (length,) = struct.unpack("<Q", data[:8])
@@ -98,7 +137,19 @@ def read_header(data: bytes) -> tuple[dict[str, Any], int]:
 
 
 def decode(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata from safetensors bytes.
+    """Decode tensors and metadata from safetensors bytes.
+
+    Parameters
+    ----------
+    data : `bytes`
+        The safetensors file content.
+
+    Returns
+    -------
+    tensors : `dict` [`str`, `torch.Tensor`]
+        The tensors, by name.
+    metadata : `dict` [`str`, `str`]
+        The ``__metadata__`` of the header (empty if absent).
 
     Raises
     ------

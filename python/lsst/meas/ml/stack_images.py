@@ -5,8 +5,8 @@ This module turns plain numpy planes plus an astropy FITS WCS into
 `lsst.images.MaskedImage` objects, and back again into the flat arrays the
 machine-learning code consumes.
 
-Conventions
------------
+*Conventions:*
+
 * Arrays are indexed ``[y, x]``.  ``(x0, y0)`` is the parent-frame (detector
   or tract) pixel coordinate of ``array[0, 0]``.
 * The astropy WCS passed in is expressed in *local* zero-based array
@@ -46,18 +46,17 @@ __all__ = (
 )
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import astropy.io.fits as fits
 import astropy.units as u
 import astropy.wcs
+import lsst.images as li
 import numpy as np
 import numpy.typing as npt
 from astro_metadata_translator import ObservationInfo
 from astropy.time import Time
-
-import lsst.images as li
 from lsst.images import cameras, psfs
 from lsst.images._transforms import _ast  # backend-neutral AST wrapper (astshim or starlink-pyast)
 
@@ -91,7 +90,7 @@ def to_v2_plane_name(name: str) -> str:
 
     Parameters
     ----------
-    name
+    name : `str`
         Legacy (afw) or ``lsst.images`` plane name.
 
     Returns
@@ -128,10 +127,12 @@ def coadd_frame(
 
     Parameters
     ----------
-    bbox
+    bbox : `lsst.images.Box`, optional
         Bounding box of the full tract (required with ``skymap``/``tract``).
-    skymap, tract
-        Skymap name and tract ID.  When both are given a
+    skymap : `str`, optional
+        Skymap name.
+    tract : `int`, optional
+        Tract ID.  When both ``skymap`` and ``tract`` are given a
         `lsst.images.TractFrame` is returned.
 
     Returns
@@ -139,6 +140,11 @@ def coadd_frame(
     frame : `lsst.images.TractFrame` | `lsst.images.GeneralFrame`
         A tract frame, or a generic pixel frame (``GeneralFrame(unit=pix)``)
         when the tract is unknown.
+
+    Raises
+    ------
+    TypeError
+        If ``skymap`` and ``tract`` are given without ``bbox``.
     """
     if skymap is not None and tract is not None:
         if bbox is None:
@@ -152,12 +158,12 @@ def make_sky_projection(fits_wcs: astropy.wcs.WCS, bbox: li.Box, frame: Any) -> 
 
     Parameters
     ----------
-    fits_wcs
+    fits_wcs : `astropy.wcs.WCS`
         TAN or TAN-SIP WCS in local zero-based array coordinates.
-    bbox
+    bbox : `lsst.images.Box`
         Parent-frame bounding box of the array; ``bbox.x.start`` and
         ``bbox.y.start`` are the ``x0``/``y0`` of ``array[0, 0]``.
-    frame
+    frame : `~typing.Any`
         Pixel frame: `lsst.images.DetectorFrame` for visit and difference
         images, `lsst.images.TractFrame` (or ``GeneralFrame(unit=pix)``) for
         coadds and templates.
@@ -204,13 +210,13 @@ def make_mask(
 
     Parameters
     ----------
-    mask_bits_by_plane
+    mask_bits_by_plane : `~collections.abc.Mapping` [`str`, `numpy.typing.ArrayLike`]
         Plane name (legacy or ``lsst.images`` spelling) -> 2-D boolean array.
-    shape
+    shape : `~collections.abc.Sequence` [`int`]
         Array shape ``(ny, nx)``.
-    x0, y0
+    x0, y0 : `int`, optional
         Parent-frame coordinates of ``array[0, 0]``.
-    planes
+    planes : `~collections.abc.Iterable` [`str`], optional
         Planes always present in the schema (legacy names), in bit order;
         extra keys of ``mask_bits_by_plane`` are appended.
 
@@ -219,6 +225,11 @@ def make_mask(
     mask : `lsst.images.Mask`
         Mask whose dtype is the smallest unsigned integer holding all planes,
         so ``mask.array`` has shape ``(ny, nx, 1)`` for up to 64 planes.
+
+    Raises
+    ------
+    ValueError
+        If a plane of ``mask_bits_by_plane`` does not have shape ``shape``.
     """
     names: list[str] = []
     for name in [*planes, *mask_bits_by_plane]:
@@ -259,19 +270,21 @@ def make_detector(
 
     Parameters
     ----------
-    instrument
+    instrument : `str`
         Instrument (butler dimension) name.
-    detector_id, detector_name
-        Detector ID and name.
-    bbox
+    detector_id : `int`
+        Detector ID.
+    detector_name : `str`
+        Detector name.
+    bbox : `lsst.images.Box`
         Full detector bounding box (parent frame).
-    visit
+    visit : `int`, optional
         Visit ID the detector frame is tied to.
-    pixel_size_mm
+    pixel_size_mm : `float`, optional
         Pixel size in focal-plane millimetres.
-    plate_scale_arcsec_per_mm
+    plate_scale_arcsec_per_mm : `float`, optional
         Nominal (distortion-free) plate scale for the field-angle frame.
-    serial, physical_type
+    serial, physical_type : `str`, optional
         Descriptive attributes.
 
     Returns
@@ -301,7 +314,11 @@ def make_detector(
         serial=serial,
         bbox=bbox,
         orientation=cameras.Orientation(
-            focal_plane_x=0.0, focal_plane_y=0.0, focal_plane_z=0.0, pixel_reference_x=cx, pixel_reference_y=cy
+            focal_plane_x=0.0,
+            focal_plane_y=0.0,
+            focal_plane_z=0.0,
+            pixel_reference_x=cx,
+            pixel_reference_y=cy,
         ),
         pixel_size=pixel_size_mm,
         physical_type=physical_type,
@@ -323,14 +340,20 @@ def make_observation_info(
 
     Parameters
     ----------
-    instrument, physical_filter
-        Instrument and physical filter names.
-    visit, detector_id, detector_name
-        Visit ID and detector identity.
-    mjd
-        PixelPlanes start, MJD (TAI).
-    exposure_time
-        PixelPlanes time in seconds.
+    instrument : `str`
+        Instrument name.
+    physical_filter : `str`
+        Physical filter name.
+    visit : `int`
+        Visit ID (also used as the exposure ID).
+    detector_id : `int`
+        Detector ID.
+    detector_name : `str`
+        Detector name.
+    mjd : `float`
+        Exposure start, MJD (TAI).
+    exposure_time : `float`
+        Exposure time in seconds.
 
     Returns
     -------
@@ -356,8 +379,8 @@ def estimate_fwhm_pixels(psf_image: npt.ArrayLike) -> float:
 
     Parameters
     ----------
-    psf_image
-        2-D PSF image (any normalization, positive).
+    psf_image : `numpy.typing.ArrayLike`
+        2-D PSF image (any normalization; negative pixels count as zero).
 
     Returns
     -------
@@ -385,21 +408,26 @@ def make_psf(
 
     Parameters
     ----------
-    bbox
+    bbox : `lsst.images.Box`
         Region where the PSF is valid (the image bbox).
-    fwhm_pixels
+    fwhm_pixels : `float`, optional
         FWHM in pixels.
-    psf_image
+    psf_image : `numpy.typing.ArrayLike`, optional
         PSF stamp; its second-moment FWHM is used if no FWHM is given.
-    stamp_size
+    stamp_size : `int`, optional
         Odd stamp size; default ``2 * ceil(4 sigma) + 1`` (at least 11).
 
     Returns
     -------
     psf : `lsst.images.psfs.GaussianPointSpreadFunction`
-        Spatially constant circular Gaussian.  (Only Gaussian, PSFEx and Piff
+        Spatially constant circular Gaussian.  Only Gaussian, PSFEx and Piff
         PSFs can be serialized with a `lsst.images.VisitImage`; there is no
-        image-based PSF class.)
+        image-based PSF class.
+
+    Raises
+    ------
+    TypeError
+        If neither ``fwhm_pixels`` nor ``psf_image`` is given.
     """
     if fwhm_pixels is None:
         if psf_image is None:
@@ -452,17 +480,19 @@ def make_masked_image(
 
     Parameters
     ----------
-    image, variance
-        2-D float arrays ``[y, x]``.
-    mask_bits_by_plane
+    image : `numpy.typing.ArrayLike`
+        2-D float array ``[y, x]``.
+    mask_bits_by_plane : `~collections.abc.Mapping` [`str`, `numpy.typing.ArrayLike`]
         Plane name -> 2-D boolean array.
-    x0, y0
+    variance : `numpy.typing.ArrayLike`
+        2-D float variance array ``[y, x]``.
+    x0, y0 : `int`
         Parent-frame coordinates of ``image[0, 0]``.
-    fits_wcs
+    fits_wcs : `astropy.wcs.WCS`
         WCS in local zero-based array coordinates.
-    frame
+    frame : `~typing.Any`, optional
         Pixel frame; defaults to ``GeneralFrame(unit=pix)``.
-    unit
+    unit : `astropy.units.UnitBase` or `None`, optional
         Image unit.
 
     Returns
@@ -562,30 +592,40 @@ def make_visit_image(
 
     Parameters
     ----------
-    image, variance
-        2-D float arrays ``[y, x]`` (stored as float32).
-    mask_bits_by_plane
+    image : `numpy.typing.ArrayLike`
+        2-D float array ``[y, x]`` (stored as float32).
+    mask_bits_by_plane : `~collections.abc.Mapping` [`str`, `numpy.typing.ArrayLike`]
         Plane name (legacy spelling fine) -> 2-D boolean array.
-    x0, y0
+    variance : `numpy.typing.ArrayLike`
+        2-D float variance array ``[y, x]`` (stored as float32).
+    x0, y0 : `int`
         Detector-frame coordinates of ``image[0, 0]``.
-    fits_wcs
+    fits_wcs : `astropy.wcs.WCS`
         TAN(-SIP) WCS in local zero-based array coordinates.
-    band, physical_filter
-        Band (``"r"``) and physical filter (``"r_57"``); both required.
-    instrument, visit, detector_id, detector_name
-        Identity of the observation.
-    mjd
-        PixelPlanes start (MJD, TAI).
-    exposure_time
-        PixelPlanes time in seconds.
-    psf_fwhm_pixels
+    band : `str`
+        Band (``"r"``); required.
+    physical_filter : `str`
+        Physical filter (``"r_57"``); required.
+    instrument : `str`
+        Instrument (butler dimension) name.
+    visit : `int`
+        Visit ID.
+    detector_id : `int`
+        Detector ID.
+    detector_name : `str`
+        Detector name.
+    mjd : `float`
+        Exposure start (MJD, TAI).
+    exposure_time : `float`
+        Exposure time in seconds.
+    psf_fwhm_pixels : `float`, optional
         PSF FWHM in pixels (Gaussian PSF).
-    psf_image
+    psf_image : `numpy.typing.ArrayLike`, optional
         PSF stamp used to estimate the FWHM when ``psf_fwhm_pixels`` is
         `None`.
-    detector_bbox
+    detector_bbox : `lsst.images.Box`, optional
         Full detector bbox; defaults to the image bbox.
-    unit
+    unit : `astropy.units.UnitBase`, optional
         Image unit (required by `VisitImage`; default nJy).
 
     Returns
@@ -644,15 +684,46 @@ def make_difference_image(
 
     Parameters
     ----------
-    image, mask_bits_by_plane, variance, x0, y0, fits_wcs, band, \
-physical_filter, instrument, visit, detector_id, detector_name, mjd, \
-exposure_time, psf_fwhm_pixels, psf_image, detector_bbox, unit
-        As for `make_visit_image`.
-    kernel
+    image : `numpy.typing.ArrayLike`
+        2-D float array ``[y, x]`` (stored as float32).
+    mask_bits_by_plane : `~collections.abc.Mapping` [`str`, `numpy.typing.ArrayLike`]
+        Plane name (legacy spelling fine) -> 2-D boolean array.
+    variance : `numpy.typing.ArrayLike`
+        2-D float variance array ``[y, x]`` (stored as float32).
+    x0, y0 : `int`
+        Detector-frame coordinates of ``image[0, 0]``.
+    fits_wcs : `astropy.wcs.WCS`
+        TAN(-SIP) WCS in local zero-based array coordinates.
+    band : `str`
+        Band (``"r"``); required.
+    physical_filter : `str`
+        Physical filter (``"r_57"``); required.
+    instrument : `str`
+        Instrument (butler dimension) name.
+    visit : `int`
+        Visit ID.
+    detector_id : `int`
+        Detector ID.
+    detector_name : `str`
+        Detector name.
+    mjd : `float`
+        Exposure start (MJD, TAI).
+    exposure_time : `float`
+        Exposure time in seconds.
+    psf_fwhm_pixels : `float`, optional
+        PSF FWHM in pixels (Gaussian PSF).
+    psf_image : `numpy.typing.ArrayLike`, optional
+        PSF stamp used to estimate the FWHM when ``psf_fwhm_pixels`` is
+        `None`.
+    detector_bbox : `lsst.images.Box`, optional
+        Full detector bbox; defaults to the image bbox.
+    unit : `astropy.units.UnitBase`, optional
+        Image unit (required by `VisitImage`; default nJy).
+    kernel : `~typing.Any`, optional
         Optional `lsst.images.convolution_kernels.ConvolutionKernel` (the
         template-matching kernel); accessing ``.kernel`` raises
         `AttributeError` when absent.
-    templates
+    templates : `~collections.abc.Iterable` [`lsst.images.DifferenceImageTemplateInfo`], optional
         Optional `lsst.images.DifferenceImageTemplateInfo` records;
         ``.templates`` raises `AttributeError` when absent.
 
@@ -697,7 +768,7 @@ def packed_mask(mask: li.Mask) -> tuple[np.ndarray, dict[str, int]]:
 
     Parameters
     ----------
-    mask
+    mask : `lsst.images.Mask`
         Mask with at most 64 planes (including placeholders).
 
     Returns
@@ -707,6 +778,11 @@ def packed_mask(mask: li.Mask) -> tuple[np.ndarray, dict[str, int]]:
         A view of ``mask.array[..., 0]`` when the schema fits one element.
     bits : `dict` [`str`, `int`]
         Plane name (``lsst.images`` spelling) -> bit index.
+
+    Raises
+    ------
+    ValueError
+        If a multi-element mask has more than 64 planes.
     """
     schema = mask.schema
     bits = {plane.name: n for n, plane in enumerate(schema) if plane is not None}
@@ -731,10 +807,10 @@ def read_afw_masked_image(path: str, frame: Any | None = None) -> li.MaskedImage
 
     Parameters
     ----------
-    path
+    path : `str`
         File with HDUs 1=IMAGE, 2=MASK (``MP_*`` cards), 3=VARIANCE (read by
         position, not EXTNAME).
-    frame
+    frame : `~typing.Any`, optional
         Pixel frame for the sky projection built from the IMAGE header's WCS;
         `None` for no projection.
 
@@ -772,8 +848,22 @@ def _nJy(planes: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_masked_image(planes: Any, frame: Any | None = None) -> li.MaskedImage:
-    """A `lsst.images.MaskedImage` (nJy) from `~lsst.meas.ml.images.PixelPlanes`
-    with a local astropy ``wcs`` (templates, coadds)."""
+    """Convert `~lsst.meas.ml.images.PixelPlanes` to a `lsst.images.MaskedImage`.
+
+    For templates and coadds.
+
+    Parameters
+    ----------
+    planes : `~lsst.meas.ml.images.PixelPlanes`
+        The planes, with a local astropy ``wcs``.
+    frame : `~typing.Any`, optional
+        Pixel frame; defaults to ``GeneralFrame(unit=pix)``.
+
+    Returns
+    -------
+    masked_image : `lsst.images.MaskedImage`
+        The masked image, in nJy.
+    """
     image, variance = _nJy(planes)
     return make_masked_image(
         image, _plane_dict(planes), variance, x0=planes.xy0[0], y0=planes.xy0[1], fits_wcs=planes.wcs,
@@ -794,9 +884,43 @@ def to_visit_image(
     detector_bbox: li.Box | None = None,
     difference: bool = False,
 ) -> li.VisitImage:
-    """A `lsst.images.VisitImage` (or `lsst.images.DifferenceImage`) in nJy from
-    `~lsst.meas.ml.images.PixelPlanes` with a local astropy ``wcs``, a PSF image
-    and a band; the PSF is stored as a Gaussian of the same second-moment FWHM."""
+    """Convert `~lsst.meas.ml.images.PixelPlanes` to a `lsst.images.VisitImage`.
+
+    The PSF is stored as a Gaussian of the same second-moment FWHM.
+
+    Parameters
+    ----------
+    planes : `~lsst.meas.ml.images.PixelPlanes`
+        The planes, with a local astropy ``wcs``, a PSF image and a band.
+    instrument : `str`
+        Instrument (butler dimension) name.
+    visit : `int`
+        Visit ID.
+    detector_id : `int`
+        Detector ID.
+    detector_name : `str`
+        Detector name.
+    physical_filter : `str`
+        Physical filter name.
+    mjd : `float`
+        Exposure start (MJD, TAI).
+    exposure_time : `float`
+        Exposure time in seconds.
+    detector_bbox : `lsst.images.Box`, optional
+        Full detector bbox; defaults to the image bbox.
+    difference : `bool`, optional
+        Build a `lsst.images.DifferenceImage` instead.
+
+    Returns
+    -------
+    visit_image : `lsst.images.VisitImage` or `lsst.images.DifferenceImage`
+        The image, in nJy.
+
+    Raises
+    ------
+    ValueError
+        If ``planes`` lacks a band, a PSF image or a WCS.
+    """
     if planes.band is None or planes.psf is None or planes.wcs is None:
         raise ValueError("A visit image needs a band, a PSF image and a WCS.")
     image, variance = _nJy(planes)

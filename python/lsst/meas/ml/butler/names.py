@@ -43,10 +43,34 @@ LEGACY_NAMES: dict[str, str] = {
 
 
 def model_dataset_type(family: str) -> str:
-    """Dataset type of a model family's packages: ``ml_model_<family>``."""
+    """Return the dataset type name of a model family's packages.
+
+    Parameters
+    ----------
+    family : `str`
+        Model family, e.g. ``"dia"``.
+
+    Returns
+    -------
+    name : `str`
+        ``ml_model_<family>``.
+    """
     return f"ml_model_{family}"
 
 
 def model_run(family: str, version: str) -> str:
-    """RUN collection a package version lives in: ``models/<family>/<version>``."""
+    """Return the RUN collection a package version lives in.
+
+    Parameters
+    ----------
+    family : `str`
+        Model family, e.g. ``"dia"``.
+    version : `str`
+        Package version.
+
+    Returns
+    -------
+    run : `str`
+        ``models/<family>/<version>``.
+    """
     return f"models/{family}/{version}"

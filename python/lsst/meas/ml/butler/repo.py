@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from lsst.daf.butler import Butler, Config, DatasetType
 
+from ..errors import MeasMlUserError
+
 __all__ = [
     "CONFIG_DIR",
     "DATASET_TYPES",
@@ -75,12 +77,18 @@ SHAPE_DATASET_TYPES: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
 }
 
 
-class RepoConfigError(RuntimeError):
+class RepoConfigError(MeasMlUserError, RuntimeError):
     """A repository lacks the meas_ml storage classes or formatters."""
 
 
 def plugin_config() -> Config:
-    """The storage-class and datastore sections meas_ml adds, as one Config."""
+    """Return the storage-class and datastore sections meas_ml adds, as one Config.
+
+    Returns
+    -------
+    config : `lsst.daf.butler.Config`
+        The ``storageClasses`` and ``datastore`` sections of the plugin.
+    """
     config = Config()
     for name in ("storageClasses.yaml", "datastore.yaml"):
         with open(os.path.join(CONFIG_DIR, name)) as fh:
@@ -95,7 +103,8 @@ def ensure_storage_classes() -> None:
     when `lsst.meas.ml.butler` is imported, so by every meas_ml task) lets a
     task read meas_ml datasets even from a repository whose ``butler.yaml``
     lacks the plugin: the datastore records which formatter wrote each file.
-    Writing new ``MLModelPackage`` datasets still needs the plugin's formatter (`setup_repo` or ``DAF_BUTLER_CONFIG_PATH``).
+    Writing new ``MLModelPackage`` datasets still needs the plugin's
+    formatter (`setup_repo` or ``DAF_BUTLER_CONFIG_PATH``).
     """
     from lsst.daf.butler import StorageClassFactory
 
@@ -124,7 +133,9 @@ def create_repo(root: str | os.PathLike, *, overwrite: bool = False) -> Butler:
     root = os.fspath(root)
     if os.path.exists(os.path.join(root, "butler.yaml")):
         if not overwrite:
-            raise FileExistsError(f"{root} already holds a Butler repository; pass overwrite=True to replace it.")
+            raise FileExistsError(
+                f"{root} already holds a Butler repository; pass overwrite=True to replace it."
+            )
         shutil.rmtree(root)
     Butler.makeRepo(root, config=plugin_config())
     return Butler.from_config(root, writeable=True)
@@ -150,7 +161,21 @@ def _has_plugin(butler: Butler) -> list[str]:
 
 
 def check_repo(butler: Butler, repo: str = "") -> None:
-    """Raise `RepoConfigError` naming the fix when the plugin config is missing."""
+    """Raise `RepoConfigError` naming the fix when the plugin config is missing.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Butler on the repository to check.
+    repo : `str`, optional
+        How to name the repository in the message (default: its config
+        directory).
+
+    Raises
+    ------
+    RepoConfigError
+        If the repository lacks the meas_ml storage classes or formatters.
+    """
     missing = _has_plugin(butler)
     if missing:
         where = repo or str(butler._config.configDir or "the repository")  # type: ignore[attr-defined]
@@ -162,7 +187,28 @@ def check_repo(butler: Butler, repo: str = "") -> None:
 
 
 def open_repo(repo: str | os.PathLike, *, writeable: bool = False, **kwargs: Any) -> Butler:
-    """Open a repository and check that it knows the meas_ml storage classes."""
+    """Open a repository and check that it knows the meas_ml storage classes.
+
+    Parameters
+    ----------
+    repo : `str` or path-like
+        Repository root (or URI).
+    writeable : `bool`, optional
+        Open it for writing.
+    **kwargs
+        Further arguments of `lsst.daf.butler.Butler.from_config`.
+
+    Returns
+    -------
+    butler : `lsst.daf.butler.Butler`
+        Butler on the repository.
+
+    Raises
+    ------
+    RepoConfigError
+        If there is no repository at a local ``repo`` or it lacks the
+        meas_ml storage classes or formatters.
+    """
     repo = os.fspath(repo)
     if not os.path.exists(repo) and "://" not in repo:
         raise RepoConfigError(f"No Butler repository at {repo}: create one with `butler create {repo}`.")
@@ -174,8 +220,22 @@ def open_repo(repo: str | os.PathLike, *, writeable: bool = False, **kwargs: Any
 def setup_repo(repo: str | os.PathLike) -> bool:
     """Add the plugin's sections to an existing repository's ``butler.yaml``.
 
-    Returns `True` when the file changed, `False` when it already had them.
     The previous file is kept as ``butler.yaml.bak``.
+
+    Parameters
+    ----------
+    repo : `str` or path-like
+        Repository root.
+
+    Returns
+    -------
+    changed : `bool`
+        `True` when the file changed, `False` when it already had them.
+
+    Raises
+    ------
+    RepoConfigError
+        If ``repo`` has no ``butler.yaml``.
     """
     path = os.path.join(os.fspath(repo), "butler.yaml")
     if not os.path.exists(path):
@@ -251,8 +311,8 @@ def check_pipeline(butler: Butler, pipeline: str | os.PathLike, configs: Iterabl
                     f"Dataset type {named[0]!r} is stored in this repository as {afw_types[named[0]]} (an "
                     "lsst.afw type) and lsst.afw is not installed, so it cannot be read as the "
                     "lsst.images type the task declares. Ways out: run inside the full Science Pipelines "
-                    "(rubin-env with lsst_distrib: the Butler converts ExposureF visit and difference images to "
-                    "VisitImage and DifferenceImage on read; for an ExposureF template set "
+                    "(rubin-env with lsst_distrib: the Butler converts ExposureF visit and difference "
+                    "images to VisitImage and DifferenceImage on read; for an ExposureF template set "
                     "classifyDiaSources:templateSource=derived); or, without afw, read each file's pixel "
                     "planes with lsst.meas.ml.stack_images.read_afw_masked_image(butler.getURI(ref).ospath) "
                     "and call the task's run() in memory (see doc/notebooks)."
@@ -264,7 +324,24 @@ def check_pipeline(butler: Butler, pipeline: str | os.PathLike, configs: Iterabl
 def register_dataset_types(
     butler: Butler, names: Iterable[str] | None = None, *, shape: str = "drp"
 ) -> list[DatasetType]:
-    """Register (idempotently) `DATASET_TYPES` and those of a repository ``shape``."""
+    """Register (idempotently) `DATASET_TYPES` and those of a repository ``shape``.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable Butler whose registry receives the dataset types.
+    names : iterable of `str`, optional
+        Dataset types to register (default: all of `DATASET_TYPES` and of
+        ``shape``).
+    shape : `str`, optional
+        Repository shape, a key of `SHAPE_DATASET_TYPES` (``"drp"`` or
+        ``"dp1"``).
+
+    Returns
+    -------
+    dataset_types : `list` [`lsst.daf.butler.DatasetType`]
+        The registered dataset types.
+    """
     known = {**DATASET_TYPES, **SHAPE_DATASET_TYPES[shape]}
     out = []
     for name in names if names is not None else known:

@@ -39,6 +39,8 @@ from lsst.pipe.base import Pipeline
 from lsst.pipe.base.all_dimensions_quantum_graph_builder import AllDimensionsQuantumGraphBuilder
 from lsst.pipe.base.pipeline_graph import PipelineGraph
 
+from ..errors import MeasMlUserError
+
 __all__ = ["DEFAULT_ALLOW_MISSING", "TransferError", "split_collections", "transfer_inputs"]
 
 _log = logging.getLogger(__name__)
@@ -55,12 +57,23 @@ _PLACEHOLDER_RUN = "meas_ml/transfer_inputs/not_in_source"
 _GRAPH_OUTPUT_RUN = "meas_ml/transfer_inputs/graph"
 
 
-class TransferError(RuntimeError):
+class TransferError(MeasMlUserError, RuntimeError):
     """The inputs of a pipeline could not be found or copied."""
 
 
 def split_collections(collections: str | Iterable[str]) -> list[str]:
-    """Collection names from a comma-separated string or an iterable of them."""
+    """Split collection names from a comma-separated string or an iterable of them.
+
+    Parameters
+    ----------
+    collections : `str` or iterable of `str`
+        Collection names; each item may hold several, separated by commas.
+
+    Returns
+    -------
+    names : `list` [`str`]
+        The names, stripped, without empty ones.
+    """
     if isinstance(collections, str):
         collections = [collections]
     names: list[str] = []
@@ -97,7 +110,7 @@ class _InputGraphBuilder(AllDimensionsQuantumGraphBuilder):
     def _find_or_placeholder(
         self, dataset_type: DatasetType, registry: Any, data_id: Any, collections: Sequence[str]
     ) -> list[DatasetRef]:
-        """The dataset in ``collections``, or a placeholder when there is none."""
+        """Find the dataset in ``collections``, or a placeholder when there is none."""
         try:
             ref = registry.findDataset(dataset_type, collections=collections)
         except MissingDatasetTypeError:
@@ -120,7 +133,7 @@ def _open_source(source: str | os.PathLike | Butler) -> Butler:
 
 
 def _open_dest(dest: str | os.PathLike | Butler) -> tuple[Butler, bool]:
-    """A writeable Butler on ``dest`` and whether it was created here."""
+    """Open (or create) a writeable Butler on ``dest``; say whether it was created here."""
     from .repo import create_repo, open_repo
 
     if isinstance(dest, Butler):
@@ -323,7 +336,9 @@ def transfer_inputs(
     summary["total_s"] = round(time.perf_counter() - t0, 2)
     _log.info(
         "Copied %d of %d input datasets (%s) for %s quanta into %s.",
-        summary["transferred"], len(refs), ", ".join(f"{k}: {v}" for k, v in summary["by_dataset_type"].items()),
+        summary["transferred"],
+        len(refs),
+        ", ".join(f"{k}: {v}" for k, v in summary["by_dataset_type"].items()),
         sum(quanta.values()), summary["dest"],
     )
     return summary

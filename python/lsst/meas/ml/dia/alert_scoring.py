@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 from astropy.table import Table
 
-from ..cutouts import cut_stamps
 from ..alerts import CUTOUT_NAMES, AlertError, AlertRecord, read_cutout
+from ..cutouts import cut_stamps
 from ..engine import InferenceEngine
 from ..packages import ModelPackage
 from .data import StampSet, _stampset_from, bad_psf
@@ -67,7 +67,10 @@ def alert_stamps(records: Sequence[AlertRecord], stamp_size: int) -> AlertStamps
     """
     n = len(records)
     usable = np.zeros(n, bool)
-    flags = {name: np.zeros(n, bool) for name in ("flag_no_cutout", "flag_corrupt_cutout", "flag_resized", "flag_bad_psf")}
+    flags = {
+        name: np.zeros(n, bool)
+        for name in ("flag_no_cutout", "flag_corrupt_cutout", "flag_resized", "flag_bad_psf")
+    }
     problems: list[str] = []
     parts: list[StampSet] = []
     for i, rec in enumerate(records):
@@ -116,6 +119,20 @@ def score_alerts(
 ) -> Table:
     """Score alerts with a DIA classifier package.
 
+    Parameters
+    ----------
+    records : `~collections.abc.Sequence` [`~lsst.meas.ml.alerts.AlertRecord`]
+        Alerts from `lsst.meas.ml.alerts.read_alerts`.
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        A ``dia`` package (checked here).
+    engine : `~lsst.meas.ml.engine.InferenceEngine`, optional
+        The engine that runs the model (default: a new one with the default
+        configuration).
+    dihedral : `str`, optional
+        Rotation-averaging policy (`~lsst.meas.ml.dia.scoring.DIHEDRAL_CHOICES`).
+    max_nan_fraction : `float`, optional
+        ``flag_nan`` is set above this fraction of NaN stamp pixels.
+
     Returns
     -------
     table : `astropy.table.Table`
@@ -137,6 +154,8 @@ def score_alerts(
         extra_flags=prepared.flags,
     )
     table["reference_score"] = np.array([r.reference_score for r in records], dtype=np.float32)
-    table["reference_score"].description = "The survey's own real/bogus score (Rubin reliability, ZTF drb)."
+    table["reference_score"].description = (
+        "The survey's own real/bogus score (Rubin reliability, ZTF drb)."
+    )
     table["survey"] = np.array([r.survey for r in records], dtype="U8")
     return table

@@ -33,8 +33,28 @@ from .scoring import predict_probabilities
 __all__ = ["make_detector", "run_benchmark"]
 
 
-def make_detector(n_sources: int, image_size: int, *, seed: int = 0) -> tuple[PixelPlanes, PixelPlanes, PixelPlanes, np.ndarray, np.ndarray]:
-    """A synthetic detector: science, template, difference and source positions."""
+def make_detector(
+    n_sources: int, image_size: int, *, seed: int = 0
+) -> tuple[PixelPlanes, PixelPlanes, PixelPlanes, np.ndarray, np.ndarray]:
+    """Make a synthetic detector: science, template, difference and source positions.
+
+    Parameters
+    ----------
+    n_sources : `int`
+        Number of Gaussian sources added to the science and difference
+        images.
+    image_size : `int`
+        Side of the square images in pixels.
+    seed : `int`, optional
+        Seed of the random generator.
+
+    Returns
+    -------
+    science, template, difference : `~lsst.meas.ml.images.PixelPlanes`
+        Images with unit variance and the source profile as PSF.
+    x, y : `numpy.ndarray`
+        Source positions in pixels.
+    """
     rng = np.random.default_rng(seed)
     shape = (image_size, image_size)
     noise = rng.standard_normal(shape, dtype=np.float32)
@@ -68,9 +88,34 @@ def run_benchmark(
     node_cores: int = 100,
     night_sources: float = 1e7,
 ) -> dict[str, Any]:
-    """Time cutouts + inference for one detector; returns a report dict.
+    """Time cutouts + inference for one detector.
 
     Figures are the best of ``repeats`` runs, in seconds.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The DIA package to time.
+    n_sources : `int`, optional
+        Number of sources on the synthetic detector.
+    image_size : `int`, optional
+        Side of the synthetic detector in pixels.
+    threads : `int`, optional
+        Torch threads (and engine threads).
+    repeats : `int`, optional
+        Number of timed runs of each step.
+    device : `str`, optional
+        Engine device, e.g. ``"cpu"`` or ``"cuda"``.
+    node_cores : `int`, optional
+        Cores per node for the per-night extrapolation (CPU only).
+    night_sources : `float`, optional
+        Sources per night for the per-night extrapolation.
+
+    Returns
+    -------
+    report : `dict` [`str`, `~typing.Any`]
+        Timings, throughputs, ratios to the in-process baselines and the
+        per-night extrapolations.
     """
     torch.set_num_threads(max(1, threads))
     sci, tmpl, diff, x, y = make_detector(n_sources, image_size)
@@ -82,8 +127,12 @@ def run_benchmark(
 
     t_cut = best_time(lambda: cut_source_stamps(sci, tmpl, diff, x, y, size), repeats=repeats)
     stamps = cut_source_stamps(sci, tmpl, diff, x, y, size)
-    t_model = best_time(lambda: predict_probabilities(package, stamps.x, engine, average=False), repeats=repeats)
-    t_model8 = best_time(lambda: predict_probabilities(package, stamps.x, engine, average=True), repeats=repeats)
+    t_model = best_time(
+        lambda: predict_probabilities(package, stamps.x, engine, average=False), repeats=repeats
+    )
+    t_model8 = best_time(
+        lambda: predict_probabilities(package, stamps.x, engine, average=True), repeats=repeats
+    )
     total1, total8 = t_cut + t_model, t_cut + t_model8
     cores = threads if engine.device.type == "cpu" else 1
     per_core = n_sources / (total1 * cores)
@@ -117,7 +166,9 @@ def run_benchmark(
             {
                 "sources_per_core_second": per_core,
                 "sources_per_core_second_dihedral8": per_core8,
-                f"night_{night_sources:.0e}_hours_on_{node_cores}_cores": night_sources / (per_core * node_cores) / 3600,
+                f"night_{night_sources:.0e}_hours_on_{node_cores}_cores": night_sources
+                / (per_core * node_cores)
+                / 3600,
                 f"night_{night_sources:.0e}_hours_on_{node_cores}_cores_dihedral8": night_sources
                 / (per_core8 * node_cores)
                 / 3600,
@@ -129,7 +180,9 @@ def run_benchmark(
                 "sources_per_second_gpu": n_sources / total1,
                 "sources_per_second_gpu_dihedral8": n_sources / total8,
                 f"night_{night_sources:.0e}_hours_on_1_gpu": night_sources / (n_sources / total1) / 3600,
-                f"night_{night_sources:.0e}_hours_on_1_gpu_dihedral8": night_sources / (n_sources / total8) / 3600,
+                f"night_{night_sources:.0e}_hours_on_1_gpu_dihedral8": night_sources
+                / (n_sources / total8)
+                / 3600,
             }
         )
     return report

@@ -1,11 +1,11 @@
-"""``meas-ml train dia``, ``meas-ml predict dia``, ``meas-ml bench dia`` and
+r"""``meas-ml train dia``, ``meas-ml predict dia``, ``meas-ml bench dia`` and
 ``meas-ml quality dia``.
 
 Examples::
 
-    meas-ml train dia --repo REPO --collections MLSim/defaults \\
+    meas-ml train dia --repo REPO --collections MLSim/defaults \
         --alerts ../shared/data/ztf_alerts/*.parquet --out dia.safetensors
-    meas-ml predict dia --alerts ../shared/data/rubin_alerts/lsstcam_alerts_2026-01.parquet \\
+    meas-ml predict dia --alerts ../shared/data/rubin_alerts/lsstcam_alerts_2026-01.parquet \
         --out scores.parquet            # default package when --model is omitted
     meas-ml bench dia --sources 1000 --size 4096 --threads 2
     meas-ml quality dia --model dia.safetensors --repo REPO --collections MLSim/defaults
@@ -18,20 +18,32 @@ import json
 import os
 from typing import Any
 
-__all__ = ["add_bench_parser", "add_commands", "add_predict_parser", "add_train_parser", "default_package_path"]
+__all__ = [
+    "add_bench_parser",
+    "add_commands",
+    "add_predict_parser",
+    "add_train_parser",
+    "default_package_path",
+]
 
 
 def default_package_path() -> str:
-    """Path of the DIA classifier shipped with meas_ml (used without ``--model``)."""
-    from importlib import resources
+    """Return the path of the DIA classifier shipped with meas_ml (used without ``--model``).
 
-    return str(resources.files("lsst.meas.ml") / "data" / "dia_default.safetensors")
+    Returns
+    -------
+    path : `str`
+        Path of ``dia_default.safetensors`` in the installed package.
+    """
+    from ..packages import default_package_path as path_of
+
+    return path_of("dia")
 
 
 def _load_package(path: str | None) -> Any:
-    from ..packages import ModelPackage
+    from ..packages import ModelPackage, default_package
 
-    return ModelPackage.load(path or default_package_path())
+    return ModelPackage.load(path) if path else default_package("dia")
 
 
 # ----------------------------------------------------------------------
@@ -40,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from ..fileio import refuse_output_over_input
     from .train import (
-        DiaTrainConfig,
+        DiaTrainingConfig,
         TrainingSet,
         alert_training_set,
         butler_training_set,
@@ -64,7 +76,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         collections = args.collections.split(",")
         parts.append(butler_training_set(butler, collections, stamp_size=args.stamp_size, where=args.where,
                                          max_detectors=args.max_detectors))
-        described["butler"] = {"repo": os.path.abspath(args.repo), "collections": collections, "where": args.where}
+        described["butler"] = {
+            "repo": os.path.abspath(args.repo),
+            "collections": collections,
+            "where": args.where,
+        }
     if args.simulate:
         from ..simulate import SurveyConfig, simulate_survey
 
@@ -76,18 +92,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         parts.append(alert_training_set(args.alerts, stamp_size=args.stamp_size, split=args.alert_split))
         described["alerts"] = {"files": [os.path.basename(a) for a in args.alerts], "split": args.alert_split}
     data = TrainingSet.concatenate(parts)
-    config = DiaTrainConfig(
+    config = DiaTrainingConfig(
         stamp_size=args.stamp_size, widths=tuple(args.widths), symmetric=args.symmetric, epochs=args.epochs,
         seed=args.seed, version=args.version,
     )
-    package, report = train_dia(data, config, provenance={"training_data": described})
+    result = train_dia(data, config, provenance={"training_data": described})
+    package, report = result.package, result.report
     package.save(args.out)
     print(json.dumps({"package": args.out, "n_stamps": len(data), **report}, indent=2, default=float))
     return 0
 
 
 def add_train_parser(subparsers: Any) -> None:
-    """Add ``dia`` under ``meas-ml train``."""
+    """Add ``dia`` under ``meas-ml train``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-parsers of ``meas-ml train``.
+    """
     p = subparsers.add_parser("dia", help="Train the DIA-source classifier (reliability and class).")
     p.add_argument("--repo", help="Butler repository with the simulated survey (truth_dia_source).")
     p.add_argument("--collections", default="MLSim/defaults", help="Comma-separated input collections.")
@@ -128,7 +151,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     engine = InferenceEngine(config)
     tables = []
     for path in args.alerts:
-        table = score_alerts(read_alerts(path, schema=args.schema), package, engine=engine, dihedral=args.dihedral)
+        table = score_alerts(
+            read_alerts(path, schema=args.schema), package, engine=engine, dihedral=args.dihedral
+        )
         table["file"] = os.path.basename(path)
         tables.append(table)
     table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
@@ -136,14 +161,27 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     with atomic_output(args.out) as tmp:  # the format comes from the extension, which tmp keeps
         table.write(tmp, overwrite=True)
     n_scored = int((table["ml_class"] != "").sum())
-    print(f"Scored {n_scored} of {len(table)} alerts with {package.name} {package.version}; wrote {args.out}.")
+    print(
+        f"Scored {n_scored} of {len(table)} alerts with {package.name} {package.version}; "
+        f"wrote {args.out}."
+    )
     return 0
 
 
 def add_predict_parser(subparsers: Any) -> None:
-    """Add ``dia`` under ``meas-ml predict``."""
-    p = subparsers.add_parser("dia", help="Score alert packets (Rubin/ZTF, Parquet or Avro) from their cutouts.")
-    p.add_argument("--model", default=None, help="Model package (default: the shipped dia_default.safetensors).")
+    """Add ``dia`` under ``meas-ml predict``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-parsers of ``meas-ml predict``.
+    """
+    p = subparsers.add_parser(
+        "dia", help="Score alert packets (Rubin/ZTF, Parquet or Avro) from their cutouts."
+    )
+    p.add_argument(
+        "--model", default=None, help="Model package (default: the shipped dia_default.safetensors)."
+    )
     p.add_argument("--alerts", nargs="+", required=True, help="Alert files.")
     p.add_argument("--schema", default=None, help="Avro schema (.avsc) for schemaless Avro alert files.")
     p.add_argument("--out", required=True, help="Output table (.parquet, .fits, .ecsv, ...).")
@@ -167,7 +205,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> None:
-    """Add ``dia`` under ``meas-ml bench``."""
+    """Add ``dia`` under ``meas-ml bench``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-parsers of ``meas-ml bench``.
+    """
     p = subparsers.add_parser("dia", help="Latency of cutouts + inference for one detector of DIA sources.")
     p.add_argument("--model", default=None, help="Model package (default: the shipped one).")
     p.add_argument("--sources", type=int, default=1000)
@@ -208,7 +252,8 @@ def _cmd_quality(args: argparse.Namespace) -> int:
             for seed in args.seeds
         ])
     report = quality_report(
-        _load_package(args.model), butler=butler, simulated=simulated, collections=args.collections.split(","), where=args.where,
+        _load_package(args.model), butler=butler, simulated=simulated,
+        collections=args.collections.split(","), where=args.where,
         ztf=args.ztf, ztf_split=args.ztf_split, rubin=args.rubin,
     )
     text = json.dumps(report, indent=2, default=float)
@@ -220,7 +265,13 @@ def _cmd_quality(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``meas-ml quality dia``."""
+    """Add ``meas-ml quality dia``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-commands of ``meas-ml``; ``quality`` is added to them.
+    """
     quality = subparsers.add_parser("quality", help="Quality reports of trained models.")
     sub = quality.add_subparsers(dest="family", metavar="FAMILY")
     p = sub.add_parser("dia", help="ROC AUC, purity, completeness on simulated, ZTF and Rubin stamps.")

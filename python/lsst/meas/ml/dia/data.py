@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..cutouts import asinh_stretch, cut_stamps
+from ..errors import MeasMlUserError
 from ..images import PixelPlanes
 
 __all__ = [
@@ -80,7 +81,7 @@ REAL_UNKNOWN_CLASS = -1
 NO_LABEL = -2
 
 
-class DiaDataError(ValueError):
+class DiaDataError(MeasMlUserError, ValueError):
     """Inputs the classifier cannot use (missing columns, wrong shapes, no data)."""
 
 
@@ -113,7 +114,18 @@ class StampSet:
         return len(self.x)
 
     def subset(self, selection: np.ndarray) -> StampSet:
-        """The stamps selected by a boolean or index array."""
+        """Select stamps by a boolean or index array.
+
+        Parameters
+        ----------
+        selection : `numpy.ndarray`
+            Boolean mask or indices of the stamps to keep.
+
+        Returns
+        -------
+        stamps : `StampSet`
+            The selected stamps with their flags.
+        """
         return StampSet(*(getattr(self, f.name)[selection] for f in dataclasses.fields(self)))
 
     @classmethod
@@ -133,7 +145,7 @@ def _robust_median(a: np.ndarray) -> np.ndarray:
     """Median over the last axis, ignoring NaN (fast when there is none)."""
     if np.isfinite(a).all():
         return np.median(a, axis=-1)
-    with np.errstate(all="ignore"), _quiet():
+    with np.errstate(all="ignore"), _Quiet():
         return np.nanmedian(a, axis=-1)
 
 
@@ -169,7 +181,9 @@ def _ring_index(size: int) -> np.ndarray:
     return _RINGS[size]
 
 
-class _quiet:
+class _Quiet:
+    """Context manager that silences `RuntimeWarning` (e.g. all-NaN slices)."""
+
     def __enter__(self) -> None:
         import warnings
 
@@ -201,7 +215,8 @@ def make_channels(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     planes = np.asarray(planes, dtype=np.float32)
     if planes.ndim != 4 or planes.shape[1] != 4:
         raise DiaDataError(
-            f"stamps must have shape (N, 4, S, S) = science, template, difference, variance; got {planes.shape}"
+            "stamps must have shape (N, 4, S, S) = science, template, difference, variance; "
+            f"got {planes.shape}"
         )
     n, _, size, _ = planes.shape
     images, var = planes[:, :3], planes[:, 3]
@@ -258,6 +273,7 @@ def cut_source_stamps(
     Returns
     -------
     stamps : `StampSet`
+        Model channels and flags of every source, in input order.
     """
     science, template, difference = (PixelPlanes.from_image(i) for i in (science, template, difference))
     x = np.asarray(x, dtype=float)
@@ -274,7 +290,7 @@ def cut_source_stamps(
 
 
 def derived_template(science: PixelPlanes, difference: PixelPlanes) -> PixelPlanes:
-    """The PSF-matched template as the visit image minus the difference image.
+    """Derive the PSF-matched template as the visit image minus the difference image.
 
     A difference image is ``science - K * template``, so this is the template
     convolved with the matching kernel ``K``, on the visit's pixel grid: what
@@ -282,6 +298,24 @@ def derived_template(science: PixelPlanes, difference: PixelPlanes) -> PixelPlan
     holds.  Pixels are in nJy; the variance is the visit image's (the channel
     preparation uses only the difference image's variance); the mask is the
     union of both masks.
+
+    Parameters
+    ----------
+    science : `~lsst.meas.ml.images.PixelPlanes`
+        The visit image.
+    difference : `~lsst.meas.ml.images.PixelPlanes`
+        The difference image, on the same pixel grid.
+
+    Returns
+    -------
+    template : `~lsst.meas.ml.images.PixelPlanes`
+        The derived template, calibrated to nJy (``photo_calib`` 1), with the
+        difference image's PSF.
+
+    Raises
+    ------
+    DiaDataError
+        If the two images are not on the same pixel grid.
     """
     if science.bbox != difference.bbox:
         raise DiaDataError(
@@ -297,13 +331,42 @@ def derived_template(science: PixelPlanes, difference: PixelPlanes) -> PixelPlan
 
 
 def cut_raw_stamps(
-    science: PixelPlanes, template: PixelPlanes, difference: PixelPlanes, x: np.ndarray, y: np.ndarray, size: int
+    science: PixelPlanes,
+    template: PixelPlanes,
+    difference: PixelPlanes,
+    x: np.ndarray,
+    y: np.ndarray,
+    size: int,
 ) -> Any:
-    """Raw stamps (`~lsst.meas.ml.cutouts.Stamps`, NaN off the image) with the
-    six channels science, template, difference (nJy), difference variance
-    (nJy**2), difference mask and science mask (as float32)."""
+    """Cut raw stamps (NaN off the image) of six channels.
+
+    The channels are science, template, difference (nJy), difference
+    variance (nJy**2), difference mask and science mask (as float32).
+
+    Parameters
+    ----------
+    science, template, difference : `~lsst.meas.ml.images.PixelPlanes`
+        The visit image, the template and the difference image, on the
+        pixel grid of ``difference``.
+    x, y : `numpy.ndarray`
+        Parent-frame source positions.
+    size : `int`
+        Stamp side in pixels.
+
+    Returns
+    -------
+    stamps : `~lsst.meas.ml.cutouts.Stamps`
+        The calibrated raw stamps.
+    """
     stamps = cut_stamps(
-        [science.image, template.image, difference.image, difference.variance, difference.mask, science.mask],
+        [
+            science.image,
+            template.image,
+            difference.image,
+            difference.variance,
+            difference.mask,
+            science.mask,
+        ],
         x, y, size, xy0=difference.xy0, fill=np.nan,
     )
     # Calibrate the stamps, not the images (nJy; a no-op when photo_calib is 1).
@@ -316,9 +379,12 @@ def cut_raw_stamps(
 
 
 def _stampset_from(stamps: Any, bad_mask_bits: int = 0) -> StampSet:
-    """A `StampSet` from `~lsst.meas.ml.cutouts.Stamps` whose first four
-    channels are science, template, difference and variance; further
-    channels are integer masks (cut as float32, exact below 2**24)."""
+    """Make a `StampSet` from `~lsst.meas.ml.cutouts.Stamps`.
+
+    The first four channels of the stamps are science, template, difference
+    and variance; further channels are integer masks (cut as float32, exact
+    below 2**24).
+    """
     n = len(stamps.data)
     chans, nan_fraction = make_channels(stamps.data[:, :4])
     masked = np.zeros(n, bool)
@@ -337,6 +403,19 @@ def _stampset_from(stamps: Any, bad_mask_bits: int = 0) -> StampSet:
 
 
 def bad_psf(exposure: PixelPlanes, *, min_fwhm: float = 0.8, max_fwhm: float = 15.0) -> bool:
-    """Whether an exposure's PSF is missing or implausible (FWHM in pixels)."""
+    """Tell whether an exposure's PSF is missing or implausible.
+
+    Parameters
+    ----------
+    exposure : `~lsst.meas.ml.images.PixelPlanes`
+        The image whose PSF is checked.
+    min_fwhm, max_fwhm : `float`, optional
+        Plausible range of the PSF FWHM, in pixels.
+
+    Returns
+    -------
+    bad : `bool`
+        `True` when the FWHM is not finite (no PSF) or outside the range.
+    """
     fwhm = exposure.psf_fwhm_pixels()
     return not (np.isfinite(fwhm) and min_fwhm <= fwhm <= max_fwhm)

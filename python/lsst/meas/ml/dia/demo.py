@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from astropy.table import vstack
 
-from ..packages import ModelPackage
 from .. import metrics
+from ..packages import ModelPackage
 from .data import CLASS_NAMES
-from .train import DiaTrainConfig, survey_training_set, train_dia
+from .train import DiaTrainingConfig, survey_training_set, train_dia
 
 __all__ = ["summarize", "train_demo_package"]
 
@@ -23,24 +23,53 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
     repository's size but another seed (``seed + 1000``: other sky, other
     transients and artifacts), so the scores the demo prints for the
     repository's own DIA sources are held-out figures.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Butler on the simulated repository (its ``mlsim_config`` gives the
+        survey size and seed).
+    collections : `~collections.abc.Sequence` [`str`]
+        Collections holding ``mlsim_config``.
+    workdir : `str`
+        Working directory of the demo (not used by this family).
+
+    Returns
+    -------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The trained DIA package, version ``demo``.
     """
     from ..simulate import SurveyConfig, simulate_survey
 
     stored = butler.get("mlsim_config", collections=list(collections))
     train_seed = int(stored["seed"]) + 1000
     survey = simulate_survey(SurveyConfig.from_name(str(stored["name"]), seed=train_seed))
-    config = DiaTrainConfig(epochs=15, version="demo")
+    config = DiaTrainingConfig(epochs=15, version="demo")
     data = survey_training_set(survey, stamp_size=config.stamp_size)
-    package, _ = train_dia(
+    result = train_dia(
         data,
         config,
         provenance={"training_data": {"simulated_survey": stored["name"], "seed": train_seed}},
     )
-    return package
+    return result.package
 
 
 def summarize(butler: Any, collections: Any) -> list[str]:
-    """One-line quality figures of ``ml_dia_scores`` against ``truth_dia_source``."""
+    """Summarise ``ml_dia_scores`` against ``truth_dia_source`` in one line.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Butler on the repository the demo pipeline wrote to.
+    collections : `str` or iterable of `str`
+        Collections holding the scores and the truth tables.
+
+    Returns
+    -------
+    lines : `list` [`str`]
+        One line: number of sources, ROC AUC, class accuracy and flagged
+        count (or a note that no scores were written).
+    """
     refs = list(butler.query_datasets("ml_dia_scores", collections=collections, explain=False))
     if not refs:
         return ["ml_dia_scores: none written"]

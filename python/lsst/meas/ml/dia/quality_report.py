@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import metrics
 from ..alerts import read_alerts
 from ..engine import InferenceEngine
 from ..packages import ModelPackage
-from .. import metrics
 from .alert_scoring import score_alerts
 from .scoring import predict_probabilities
 from .train import TrainingSet, alert_training_set, butler_training_set, evaluate
@@ -31,12 +31,27 @@ __all__ = ["quality_report", "rotation_spread", "template_comparison"]
 
 
 def rotation_spread(package: ModelPackage, x: np.ndarray, engine: InferenceEngine) -> dict[str, float]:
-    """How much a single forward pass depends on the orientation of the stamp.
+    """Measure how much a single forward pass depends on the stamp's orientation.
 
-    For each stamp, the range (max - min) of the reliability over its eight
-    rotations/flips; returns its mean, 99th percentile and maximum, and the
-    fraction of stamps whose decision at the package threshold changes.
-    Zero for a model that is invariant by construction.
+    For each stamp, the spread is the range (max - min) of the reliability
+    over its eight rotations/flips; it is zero for a model that is
+    invariant by construction.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The DIA classifier.
+    x : `numpy.ndarray`
+        Prepared stamps, shape ``(N, C, S, S)``.
+    engine : `~lsst.meas.ml.engine.InferenceEngine`
+        The engine that runs the model.
+
+    Returns
+    -------
+    spread : `dict` [`str`, `float`]
+        ``mean``, ``p99`` and ``max`` of the spread, and
+        ``decision_changes``: the fraction of stamps whose decision at the
+        package threshold changes with the orientation.
     """
     threshold = float(package.outputs.get("threshold", 0.5))
     rel = []
@@ -74,17 +89,30 @@ def quality_report(
     ----------
     package : `~lsst.meas.ml.packages.ModelPackage`
         The DIA classifier.
-    butler, collections, where
-        Held-out simulated detectors from a repository (optional).
-    ztf, ztf_split
-        ZTF alert files and which part of them to score.
-    rubin
+    butler : `lsst.daf.butler.Butler`, optional
+        Repository with held-out simulated detectors.
+    collections : `~collections.abc.Sequence` [`str`], optional
+        Collections of the held-out detectors in ``butler``.
+    where : `str`, optional
+        Butler query constraint selecting the held-out detectors.
+    ztf : `~collections.abc.Sequence` [`str`], optional
+        ZTF alert files.
+    ztf_split : `str`, optional
+        Which ZTF alerts to score: ``"holdout"`` (those held out of
+        training) or ``"all"``.
+    rubin : `~collections.abc.Sequence` [`str`], optional
         Rubin alert files (agreement with their ``reliability``).
     simulated : `TrainingSet`, optional
         Held-out labelled stamps given directly (e.g. `survey_training_set`
         of a survey simulated with a seed not used in training).
     engine : `~lsst.meas.ml.engine.InferenceEngine`, optional
         The engine.
+
+    Returns
+    -------
+    report : `dict` [`str`, `~typing.Any`]
+        The model, its checksum and threshold, and the metrics of each data
+        set given, single-pass and rotation-averaged.
     """
     engine = engine or InferenceEngine()
     size = int(package.inputs["stamp_size"])
@@ -116,7 +144,9 @@ def quality_report(
         out = {}
         for mode, avg in modes.items():
             table = score_alerts(records, package, engine=engine, dihedral="always" if avg else "never")
-            agree = metrics.agreement(np.asarray(table["ml_reliability"]), np.asarray(table["reference_score"]))
+            agree = metrics.agreement(
+                np.asarray(table["ml_reliability"]), np.asarray(table["reference_score"])
+            )
             agree["n_not_scored"] = float((table["ml_class"] == "").sum())
             out[mode] = agree
         report["rubin_vs_reliability"] = out
@@ -131,15 +161,33 @@ def template_comparison(
     where: str = "",
     engine: InferenceEngine | None = None,
 ) -> dict[str, Any]:
-    """Scores with the real per-detector template against the derived one.
+    """Compare scores with the real per-detector template and the derived one.
 
     On a DRP-shaped simulated repository (per-detector ``template_detector``
     and ``dia_source_unstandardized``), every detector is scored twice with
     `ClassifyDiaSourcesTask.run`: with the stored template
     (``templateSource="detector"``) and with the visit image minus the
     difference image (``"derived"``, what a Data Preview 1 repository allows).
-    Returns the reliability differences, how many decisions at the package
-    threshold change, and the ROC AUC of each against the simulation's truth.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The DIA classifier.
+    butler : `lsst.daf.butler.Butler`
+        Butler on the DRP-shaped simulated repository.
+    collections : `~collections.abc.Sequence` [`str`]
+        Collections to read.
+    where : `str`, optional
+        Butler query constraint on the data IDs.
+    engine : `~lsst.meas.ml.engine.InferenceEngine`, optional
+        The engine (default: each task's own).
+
+    Returns
+    -------
+    report : `dict` [`str`, `~typing.Any`]
+        The reliability differences, how many decisions at the package
+        threshold change, and the ROC AUC of each against the simulation's
+        truth.
     """
     from .task import ClassifyDiaSourcesConfig, ClassifyDiaSourcesTask
 
@@ -159,7 +207,9 @@ def template_comparison(
         science, template, difference = get("visit_image"), get("template_detector"), butler.get(ref)
         sources, truth = get("dia_source_unstandardized"), get("truth_dia_source")
         label = dict(zip(truth["diaSourceId"].tolist(), truth["label"].tolist(), strict=False))
-        real.append(np.array([label.get(i, "artifact") != "artifact" for i in sources["diaSourceId"].tolist()]))
+        real.append(
+            np.array([label.get(i, "artifact") != "artifact" for i in sources["diaSourceId"].tolist()])
+        )
         for source, task in tasks.items():
             table = task.run(science, template, difference, sources, package).scores
             rel[source].append(np.asarray(table["ml_reliability"], dtype=float))

@@ -34,11 +34,13 @@ import numpy as np
 from astropy.table import Table
 
 from ..engine import InferenceEngine, dihedral_average
+from ..flags import DescribedFlag
 from ..packages import ModelPackage, PackageError
 from .data import CHANNELS, CLASS_COLUMNS, CLASS_NAMES, NORMALISATION, StampSet
 
 __all__ = [
     "DIHEDRAL_CHOICES",
+    "DiaFlag",
     "FLAG_BITS",
     "FLAG_DOCS",
     "score_stamps",
@@ -48,29 +50,29 @@ __all__ = [
     "use_dihedral_average",
 ]
 
-#: Flag column -> bit in the ``flags`` column.
-#: What each flag column means (column descriptions in the output table).
-FLAG_DOCS: dict[str, str] = {
-    "flag_edge": "Stamp reaches past the image edge (padded, still scored).",
-    "flag_offimage": "Source centre off the image or without a position (not scored).",
-    "flag_masked": "A bad mask bit is set in the stamp.",
-    "flag_nan": "ml_nan_fraction above the configured limit.",
-    "flag_bad_psf": "PSF missing or its width implausible.",
-    "flag_no_cutout": "Alert without (all) cutouts (not scored).",
-    "flag_corrupt_cutout": "Alert cutout unreadable (not scored).",
-    "flag_resized": "Alert cutout cropped or padded to the model's stamp size.",
-}
+class DiaFlag(DescribedFlag):
+    """Bits of the ``flags`` column; each is also a boolean ``flag_<name>`` column."""
 
-FLAG_BITS: dict[str, int] = {
-    "flag_edge": 0,
-    "flag_offimage": 1,
-    "flag_masked": 2,
-    "flag_nan": 3,
-    "flag_bad_psf": 4,
-    "flag_no_cutout": 5,
-    "flag_corrupt_cutout": 6,
-    "flag_resized": 7,
-}
+    EDGE = 1 << 0, "Stamp reaches past the image edge (padded, still scored)."
+    OFFIMAGE = 1 << 1, "Source centre off the image or without a position (not scored)."
+    MASKED = 1 << 2, "A bad mask bit is set in the stamp."
+    NAN = 1 << 3, "ml_nan_fraction above the configured limit."
+    BAD_PSF = 1 << 4, "PSF missing or its width implausible."
+    NO_CUTOUT = 1 << 5, "Alert without (all) cutouts (not scored)."
+    CORRUPT_CUTOUT = 1 << 6, "Alert cutout unreadable (not scored)."
+    RESIZED = 1 << 7, "Alert cutout cropped or padded to the model's stamp size."
+
+    @property
+    def column(self) -> str:
+        """Name of the boolean column of this flag."""
+        return f"flag_{self.name.lower()}"
+
+
+#: Flag column -> bit index in the ``flags`` column (from `DiaFlag`).
+FLAG_BITS: dict[str, int] = {f.column: f.bit for f in DiaFlag}
+#: Flag column -> description (from `DiaFlag`).
+FLAG_DOCS: dict[str, str] = {f.column: f.description for f in DiaFlag}
+
 
 #: Allowed values of the rotation-averaging policy.
 DIHEDRAL_CHOICES: dict[str, str] = {
@@ -83,6 +85,13 @@ DIHEDRAL_CHOICES: dict[str, str] = {
 
 def check_package(package: ModelPackage, *, stamp_size: int | None = None) -> None:
     """Check that a package is a DIA classifier this code can feed.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The package to check.
+    stamp_size : `int`, optional
+        Stamp side the package must take (not checked when `None`).
 
     Raises
     ------
@@ -106,9 +115,31 @@ def check_package(package: ModelPackage, *, stamp_size: int | None = None) -> No
 
 
 def use_dihedral_average(policy: str, package: ModelPackage, engine: InferenceEngine) -> bool:
-    """Whether to average over rotations/flips under ``policy`` (`DIHEDRAL_CHOICES`)."""
+    """Decide whether to average over rotations/flips under ``policy``.
+
+    Parameters
+    ----------
+    policy : `str`
+        Rotation-averaging policy, a key of `DIHEDRAL_CHOICES`.
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The package; a ``symmetric`` model is invariant by construction.
+    engine : `~lsst.meas.ml.engine.InferenceEngine`
+        The engine that runs the model (its device matters for ``"gpu"``).
+
+    Returns
+    -------
+    average : `bool`
+        Whether to average over the 8 rotations/flips.
+
+    Raises
+    ------
+    ValueError
+        If ``policy`` is not one of `DIHEDRAL_CHOICES`.
+    """
     if policy not in DIHEDRAL_CHOICES:
-        raise ValueError(f"Unknown rotation-averaging policy {policy!r}; choose one of {sorted(DIHEDRAL_CHOICES)}.")
+        raise ValueError(
+            f"Unknown rotation-averaging policy {policy!r}; choose one of {sorted(DIHEDRAL_CHOICES)}."
+        )
     if policy == "always":
         return True
     if policy == "never":
@@ -122,7 +153,24 @@ def use_dihedral_average(policy: str, package: ModelPackage, engine: InferenceEn
 def predict_probabilities(
     package: ModelPackage, x: np.ndarray, engine: InferenceEngine, *, average: bool
 ) -> np.ndarray:
-    """Class probabilities ``(N, K)`` for prepared stamps ``x``."""
+    """Predict class probabilities for prepared stamps ``x``.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The DIA package.
+    x : `numpy.ndarray`
+        Prepared stamps, shape ``(N, C, S, S)``.
+    engine : `~lsst.meas.ml.engine.InferenceEngine`
+        The engine that runs the model.
+    average : `bool`
+        Average the logits over the 8 rotations/flips.
+
+    Returns
+    -------
+    probabilities : `numpy.ndarray`
+        Softmax class probabilities, shape ``(N, K)``, float32.
+    """
     logits = engine.predict(package, x, forward=dihedral_average if average else None)
     logits = np.asarray(logits, dtype=np.float64)
     logits -= logits.max(axis=1, keepdims=True) if len(logits) else 0.0
@@ -251,7 +299,6 @@ def score_stamps(
     scored = np.ones(len(ids), bool) if scored is None else np.asarray(scored, bool)
     average = use_dihedral_average(dihedral, package, engine)
     probs = predict_probabilities(package, stamps.x, engine, average=average) if scored.any() else None
-    meta = {"model": package.name, "model_version": package.version, "model_sha256": package.sha256,
-            "dihedral_average": bool(average)}
+    meta = {**package.provenance_metadata(), "dihedral_average": bool(average)}
     return score_table(ids, probs, stamps if scored.any() else None, scored=scored,
                        max_nan_fraction=max_nan_fraction, extra_flags=extra_flags, meta=meta)

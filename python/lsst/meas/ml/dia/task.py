@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from astropy.table import Table, vstack
-
 import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
+import numpy as np
+from astropy.table import Table, vstack
 
-from ..butler.names import CURRENT_NAMES, model_dataset_type
+from ..butler.connections import model_input
+from ..butler.names import CURRENT_NAMES
 from ..engine import InferenceConfig, InferenceEngine
 from ..images import PixelPlanes
 from ..packages import ModelPackage
@@ -45,6 +45,15 @@ class ClassifyDiaSourcesConnections(
         "diaSourceTable": CURRENT_NAMES["diaSourceTable"],
     },
 ):
+    """Connections of `ClassifyDiaSourcesTask`.
+
+    Parameters
+    ----------
+    config : `ClassifyDiaSourcesConfig`, optional
+        The task configuration; ``templateSource="derived"`` drops the
+        template input and ``diaSourceLevel="tract"`` reads per-tract tables.
+    """
+
     science = cT.Input(
         doc="Calibrated visit image (the science image of the subtraction).",
         name="{visitImage}",
@@ -70,12 +79,7 @@ class ClassifyDiaSourcesConnections(
         dimensions=_DIMENSIONS,
         deferLoad=True,
     )
-    model = cT.PrerequisiteInput(
-        doc="DIA classifier model package (`meas-ml train dia`).",
-        name=model_dataset_type("dia"),
-        storageClass="MLModelPackage",
-        dimensions=(),
-    )
+    model = model_input("dia")
     scores = cT.Output(
         doc="Reliability, class probabilities and flags per DIA source.",
         name="ml_dia_scores",
@@ -103,7 +107,11 @@ class ClassifyDiaSourcesConnections(
             )
 
 
-class ClassifyDiaSourcesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=ClassifyDiaSourcesConnections):
+class ClassifyDiaSourcesConfig(
+    pipeBase.PipelineTaskConfig, pipelineConnections=ClassifyDiaSourcesConnections
+):
+    """Configuration of `ClassifyDiaSourcesTask`."""
+
     templateSource = pexConfig.ChoiceField[str](
         doc="Where the template stamps come from.",
         allowed={
@@ -145,7 +153,13 @@ class ClassifyDiaSourcesConfig(pipeBase.PipelineTaskConfig, pipelineConnections=
 
 
 class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
-    """Score every DIA source for reliability (real/bogus) and coarse class."""
+    """Score every DIA source for reliability (real/bogus) and coarse class.
+
+    Parameters
+    ----------
+    **kwargs
+        Arguments of `lsst.pipe.base.PipelineTask` (``config``, ...).
+    """
 
     ConfigClass = ClassifyDiaSourcesConfig
     _DefaultName = "classifyDiaSources"
@@ -156,10 +170,26 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
         self.engine = InferenceEngine(self.config.inference, log=self.log)
 
     def read_sources(self, handles: Any, visit: int, detector: int) -> Table:
-        """The DIA sources of one detector from deferred table handles.
+        """Read the DIA sources of one detector from deferred table handles.
 
         Only the needed columns are read; a per-tract table (or several) is
         cut to the rows of ``visit`` and ``detector``.
+
+        Parameters
+        ----------
+        handles : `lsst.daf.butler.DeferredDatasetHandle` or `list`
+            The handle of the detector's table (``diaSourceLevel="detector"``)
+            or the handles of the per-tract tables (``"tract"``); an
+            `astropy.table.Table` is used as it is.
+        visit : `int`
+            Visit of the detector.
+        detector : `int`
+            Detector number.
+
+        Returns
+        -------
+        sources : `astropy.table.Table`
+            The sources of the detector, each once.
         """
         if self.config.diaSourceLevel == "detector":
             return _read_columns(handles, SOURCE_COLUMNS)

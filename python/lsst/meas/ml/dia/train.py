@@ -30,13 +30,14 @@ import torch
 from astropy.table import Table
 from torch.nn import functional as F
 
+from .. import metrics
 from ..alerts import read_alerts
 from ..butler.names import CURRENT_NAMES
 from ..engine import InferenceEngine
 from ..images import PixelPlanes
 from ..models import build_model
 from ..packages import ModelPackage
-from .. import metrics
+from ..training import TrainingResult
 from .alert_scoring import alert_stamps
 from .data import (
     CHANNELS,
@@ -52,7 +53,7 @@ from .data import (
 from .scoring import predict_probabilities
 
 __all__ = [
-    "DiaTrainConfig",
+    "DiaTrainingConfig",
     "HOLDOUT_MODULUS",
     "TrainingSet",
     "alert_training_set",
@@ -137,13 +138,16 @@ def butler_training_set(
     """
     names = dict(CURRENT_NAMES, **(names or {}))
     refs = sorted(
-        butler.query_datasets(names["differenceImage"], collections=collections, where=where, find_first=True),
+        butler.query_datasets(
+            names["differenceImage"], collections=collections, where=where, find_first=True
+        ),
         key=lambda ref: tuple(ref.dataId.required.values()),
     )
     if not refs:
         raise DiaDataError(
             f"No {names['differenceImage']} datasets in collection(s) {collections!r}"
-            + (f" with {where!r}" if where else "") + "; build the simulated survey or give another collection."
+            + (f" with {where!r}" if where else "")
+            + "; build the simulated survey or give another collection."
         )
     parts = []
     for ref in refs[:max_detectors]:
@@ -168,10 +172,33 @@ def labelled_stamps(
     stamp_size: int,
     origin: str = "sim",
 ) -> TrainingSet:
-    """Stamps of one detector's DIA sources labelled from a truth table.
+    """Cut stamps of one detector's DIA sources, labelled from a truth table.
 
-    ``truth`` needs ``diaSourceId`` and ``label`` (`TRUTH_LABELS`); sources
-    without a truth row, with an unknown label or off the image are dropped.
+    Sources without a truth row, with an unknown label or off the image are
+    dropped.
+
+    Parameters
+    ----------
+    science, template, difference : `~lsst.meas.ml.images.PixelPlanes`
+        The visit image, the warped template and the difference image.
+    sources : `astropy.table.Table`
+        DIA sources (``diaSourceId``, ``x``, ``y``).
+    truth : `astropy.table.Table`
+        Truth table with ``diaSourceId`` and ``label`` (`TRUTH_LABELS`).
+    stamp_size : `int`
+        Stamp side.
+    origin : `str`, optional
+        Origin recorded for every stamp (e.g. ``"sim"``).
+
+    Returns
+    -------
+    data : `TrainingSet`
+        The labelled stamps.
+
+    Raises
+    ------
+    DiaDataError
+        If ``truth`` lacks ``diaSourceId`` or ``label``.
     """
     if len(sources) == 0:
         return _empty_set(stamp_size)
@@ -199,9 +226,21 @@ def _empty_set(stamp_size: int) -> TrainingSet:
 
 
 def survey_training_set(survey: Any, *, stamp_size: int, select: Any = None) -> TrainingSet:
-    """Labelled stamps from an in-memory `lsst.meas.ml.simulate.SimulatedSurvey`.
+    """Cut labelled stamps from an in-memory `lsst.meas.ml.simulate.SimulatedSurvey`.
 
-    ``select(products) -> bool`` picks visit/detectors (default all).
+    Parameters
+    ----------
+    survey : `lsst.meas.ml.simulate.SimulatedSurvey`
+        The simulated survey.
+    stamp_size : `int`
+        Stamp side.
+    select : callable, optional
+        ``select(products) -> bool`` picks visit/detectors (default all).
+
+    Returns
+    -------
+    data : `TrainingSet`
+        The labelled stamps of the selected visit/detectors.
     """
     parts = [
         labelled_stamps(p.science, p.template, p.difference, p.dia_source, p.truth, stamp_size=stamp_size)
@@ -258,7 +297,7 @@ def alert_training_set(
 
 
 @dataclasses.dataclass
-class DiaTrainConfig:
+class DiaTrainingConfig:
     """Trainer settings (also the ``meas-ml train dia`` options)."""
 
     stamp_size: int = 32
@@ -297,10 +336,34 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def evaluate(
-    package: ModelPackage, data: TrainingSet, *, engine: InferenceEngine | None = None, average: bool = False,
+    package: ModelPackage,
+    data: TrainingSet,
+    *,
+    engine: InferenceEngine | None = None,
+    average: bool = False,
     threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a package on labelled stamps, per origin (``sim``, ``ztf``, ...)."""
+    """Compute the metrics of a package on labelled stamps, per origin.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The DIA classifier.
+    data : `TrainingSet`
+        Labelled stamps.
+    engine : `~lsst.meas.ml.engine.InferenceEngine`, optional
+        The engine (default: a new one with the default configuration).
+    average : `bool`, optional
+        Average over the 8 rotations/flips.
+    threshold : `float`, optional
+        Reliability threshold of the decisions (default: the package's).
+
+    Returns
+    -------
+    metrics : `dict` [`str`, `dict`]
+        Real/bogus metrics (and class accuracy where classes are known) per
+        origin (``sim``, ``ztf``, ...).
+    """
     engine = engine or InferenceEngine()
     probs = predict_probabilities(package, data.x, engine, average=average)
     reliability = 1.0 - probs[:, _ARTIFACT]
@@ -318,30 +381,30 @@ def evaluate(
 
 def train_dia(
     data: TrainingSet,
-    config: DiaTrainConfig | None = None,
+    config: DiaTrainingConfig | None = None,
     *,
     provenance: dict[str, Any] | None = None,
-) -> tuple[ModelPackage, dict[str, Any]]:
+) -> TrainingResult:
     """Train a DIA classifier and package it.
 
     Parameters
     ----------
     data : `TrainingSet`
         Labelled stamps; a random ``validation_fraction`` is held out.
-    config : `DiaTrainConfig`, optional
+    config : `DiaTrainingConfig`, optional
         Settings.
     provenance : `dict`, optional
         Extra provenance (training data description).
 
     Returns
     -------
-    package : `~lsst.meas.ml.packages.ModelPackage`
-        The trained model; ``outputs["threshold"]`` maximises F1 on the
-        held-out simulated stamps (or all held-out stamps without any).
-    report : `dict`
-        Held-out metrics per origin, the threshold, the training time.
+    result : `~lsst.meas.ml.training.TrainingResult`
+        ``package``: the trained model, whose ``outputs["threshold"]``
+        maximises F1 on the held-out simulated stamps (or all held-out
+        stamps without any); ``metrics``: held-out metrics per origin;
+        ``report``: those, the threshold and the training time.
     """
-    config = config or DiaTrainConfig()
+    config = config or DiaTrainingConfig()
     if data.x.shape[-1] != config.stamp_size:
         raise DiaDataError(f"stamps are {data.x.shape[-1]} pixels; the config says {config.stamp_size}")
     rng = np.random.default_rng(config.seed)
@@ -360,11 +423,15 @@ def train_dia(
         "symmetric": config.symmetric,
     }
     model = build_model("dia_cnn", hyper)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     steps = max(1, config.epochs * int(np.ceil(len(trn) / config.batch_size)))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=steps)
     # Balance real against bogus (index len(CLASS_NAMES) = "real, unknown class").
-    counts = np.bincount(np.where(trn.label >= 0, trn.label, len(CLASS_NAMES)), minlength=len(CLASS_NAMES) + 1)
+    counts = np.bincount(
+        np.where(trn.label >= 0, trn.label, len(CLASS_NAMES)), minlength=len(CLASS_NAMES) + 1
+    )
     n_bogus = counts[_ARTIFACT]
     n_real = counts.sum() - n_bogus
     weights = np.ones(len(CLASS_NAMES) + 1)
@@ -425,4 +492,7 @@ def train_dia(
         package = package_with(outputs, {})
         report["validation"] = evaluate(package, val, threshold=threshold)
         package = package_with(outputs, report["validation"])
-    return package, report
+    return TrainingResult(
+        package=package, metrics=dict(report.get("validation", {})), training_seconds=train_seconds,
+        n_train=len(trn), n_validation=len(val), report=report,
+    )

@@ -24,6 +24,7 @@ import numbers
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from ..errors import MeasMlUserError
 
 __all__ = [
     "ArchitectureError",
@@ -39,20 +40,28 @@ Builder = TypeVar("Builder", bound=Callable[..., Any])
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 
 
-class ArchitectureError(ValueError):
-    """Raised for an unknown architecture name or hyper-parameters its
-    builder does not accept."""
+class ArchitectureError(MeasMlUserError, ValueError):
+    """An unknown architecture name, or hyper-parameters it does not accept."""
 
 
 def register_architecture(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder(**hyperparameters) -> nn.Module``.
+    """Register an architecture: an ``nn.Module`` class (or a builder function).
+
+    Applied to the module class itself, as the project's architectures
+    are, so its constructor's keyword arguments are the hyper-parameters and
+    their defaults live in one place (packages store only what differs).
 
     Parameters
     ----------
     name : `str`
         The name model packages use for this architecture.  Names are
-        global; registering a different function under a taken name raises
+        global; registering a different class under a taken name raises
         `ArchitectureError` (re-importing the same module is allowed).
+
+    Returns
+    -------
+    decorator : callable
+        Registers its argument and returns it unchanged.
     """
     if not isinstance(name, str) or not name:
         raise ArchitectureError(f"Architecture names must be non-empty strings, got {name!r}.")
@@ -79,7 +88,23 @@ def list_architectures() -> list[str]:
 
 
 def get_builder(name: str) -> Callable[..., Any]:
-    """The builder registered under ``name`` (`ArchitectureError` if none)."""
+    """Return the class or builder registered under a name.
+
+    Parameters
+    ----------
+    name : `str`
+        Architecture name.
+
+    Returns
+    -------
+    builder : callable
+        Called with the hyper-parameters, returns the ``nn.Module``.
+
+    Raises
+    ------
+    ArchitectureError
+        No architecture has that name.
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -125,6 +150,13 @@ def check_hyperparameters(name: str, hyperparameters: Mapping[str, Any] | None =
     (``Sequence[int]``, ``tuple[int, ...]``, ...) must be a list of positive
     integers; one annotated ``bool`` must be ``true``/``false``; one
     annotated ``float`` must be a finite number.
+
+    Parameters
+    ----------
+    name : `str`
+        Architecture name.
+    hyperparameters : `~collections.abc.Mapping`, optional
+        Keyword arguments of the architecture.
 
     Raises
     ------
@@ -198,13 +230,12 @@ def build_model(name: str, hyperparameters: Mapping[str, Any] | None = None) -> 
         ) from exc
 
 
-#: Modules of this package that define architectures shipped with meas_ml.
-_BUILTIN_MODULES = ["generic", "photoz", "dia"]
-
-
 def _import_builtin_modules() -> None:
-    for module in _BUILTIN_MODULES:
-        full = f"{__name__}.{module}"
+    # The generic architectures, then one module per science product
+    # (``lsst.meas.ml.models.<family>``, from `lsst.meas.ml.products`).
+    from ..products import PRODUCTS
+
+    for full in (f"{__name__}.generic", *(p.models_module for p in PRODUCTS)):
         try:
             importlib.import_module(full)
         except ModuleNotFoundError as exc:

@@ -30,11 +30,22 @@ from torch.nn import functional as F
 
 from . import register_architecture
 
-__all__ = ["DiaCnn", "SymmetricConv2d", "build_dia_cnn"]
+__all__ = ["DiaCnn", "SymmetricConv2d"]
 
 
 def _d4_average(weight: torch.Tensor) -> torch.Tensor:
-    """Average a ``(..., k, k)`` kernel over the eight rotations and flips."""
+    """Average a ``(..., k, k)`` kernel over the eight rotations and flips.
+
+    Parameters
+    ----------
+    weight : `torch.Tensor`
+        Kernels, with the two spatial axes last.
+
+    Returns
+    -------
+    averaged : `torch.Tensor`
+        The D4-symmetric average, of the shape of ``weight``.
+    """
     rots = [torch.rot90(weight, r, dims=(-2, -1)) for r in range(4)]
     flips = [torch.flip(w, dims=(-1,)) for w in rots]
     return torch.stack(rots + flips).mean(dim=0)
@@ -47,6 +58,7 @@ class SymmetricConv2d(nn.Conv2d):
         return F.conv2d(x, _d4_average(self.weight), self.bias, self.stride, self.padding)
 
 
+@register_architecture("dia_cnn")
 class DiaCnn(nn.Module):
     """Stamp classifier.
 
@@ -105,23 +117,3 @@ class DiaCnn(nn.Module):
         h = self.features(x)
         pooled = torch.cat([h.mean(dim=(-2, -1)), h.amax(dim=(-2, -1))], dim=1)
         return self.head(pooled)
-
-
-@register_architecture("dia_cnn")
-def build_dia_cnn(
-    in_channels: int = 4,
-    stamp_size: int = 32,
-    widths: Sequence[int] = (16, 32, 32),
-    n_classes: int = 4,
-    symmetric: bool = False,
-    dropout: float = 0.1,
-) -> DiaCnn:
-    """Build a `DiaCnn` (the ``dia_cnn`` architecture)."""
-    return DiaCnn(
-        in_channels=in_channels,
-        stamp_size=stamp_size,
-        widths=tuple(int(w) for w in widths),
-        n_classes=n_classes,
-        symmetric=symmetric,
-        dropout=dropout,
-    )

@@ -13,18 +13,32 @@ from torch import nn
 
 from . import register_architecture
 
-__all__ = ["MLP", "StampCNN", "mlp", "stamp_cnn"]
+__all__ = ["MLP", "StampCNN"]
 
 
+@register_architecture("stamp_cnn")
 class StampCNN(nn.Module):
     """Convolutional classifier/regressor for square multi-channel stamps.
 
     Each stage is conv3x3 - batch norm - ReLU - conv3x3 - batch norm - ReLU
     followed by 2x2 max pooling (except the last); a global average pool
     and a linear layer give ``n_outputs`` values per stamp.
+
+    Parameters
+    ----------
+    in_channels : `int`
+        Number of stamp channels.
+    stamp_size : `int`
+        Stamp side in pixels (recorded; the global pool accepts any size).
+    n_outputs : `int`
+        Number of output values per stamp.
+    widths : `~collections.abc.Sequence` [`int`]
+        Channels of each stage.
     """
 
-    def __init__(self, in_channels: int, stamp_size: int, n_outputs: int, widths: Sequence[int]) -> None:
+    def __init__(
+        self, in_channels: int, stamp_size: int, n_outputs: int, widths: Sequence[int] = (16, 32, 64)
+    ) -> None:
         super().__init__()
         self.in_channels = int(in_channels)
         self.stamp_size = int(stamp_size)
@@ -55,10 +69,25 @@ class StampCNN(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
+@register_architecture("mlp")
 class MLP(nn.Module):
-    """Fully connected network on feature rows ``(N, n_features)``."""
+    """Fully connected network on feature rows ``(N, n_features)``.
 
-    def __init__(self, n_features: int, n_outputs: int, hidden: Sequence[int], dropout: float) -> None:
+    Parameters
+    ----------
+    n_features : `int`
+        Number of input features per row.
+    n_outputs : `int`
+        Number of output values per row.
+    hidden : `~collections.abc.Sequence` [`int`]
+        Width of each hidden layer (each followed by ReLU).
+    dropout : `float`
+        Dropout after each hidden layer (none when 0).
+    """
+
+    def __init__(
+        self, n_features: int, n_outputs: int, hidden: Sequence[int] = (64, 64), dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.n_features = int(n_features)
         layers: list[nn.Module] = []
@@ -75,17 +104,3 @@ class MLP(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"MLP expects rows of shape (N, {self.n_features}), got {tuple(x.shape)}.")
         return self.net(x)
-
-
-@register_architecture("stamp_cnn")
-def stamp_cnn(
-    in_channels: int, stamp_size: int, n_outputs: int, widths: Sequence[int] = (16, 32, 64)
-) -> StampCNN:
-    """Build a `StampCNN`."""
-    return StampCNN(in_channels, stamp_size, n_outputs, widths)
-
-
-@register_architecture("mlp")
-def mlp(n_features: int, n_outputs: int, hidden: Sequence[int] = (64, 64), dropout: float = 0.0) -> MLP:
-    """Build an `MLP`."""
-    return MLP(n_features, n_outputs, hidden, dropout)

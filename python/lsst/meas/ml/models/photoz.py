@@ -6,7 +6,7 @@ module here is an ensemble of ``n_members`` such multi-layer perceptrons
 whose outputs are combined (probabilities averaged, or logits averaged:
 see ``combine``); it takes the raw flux array of
 `lsst.meas.ml.photoz.features.PhotozColumns.extract` and builds its own
-features (`lsst.meas.ml.photoz.features.flux_features`), so a model package
+features (`lsst.meas.ml.models.photoz_features.flux_features`), so a model package
 holds everything needed to go from fluxes to PDFs:
 
 * buffers ``softening`` (asinh softening per band, nJy), ``feature_mean``
@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from . import register_architecture
+from .photoz_features import flux_features, n_features
 
-__all__ = ["COMBINE_MODES", "MBRNN", "combine_member_logits", "mbrnn"]
+__all__ = ["COMBINE_MODES", "MBRNN", "combine_member_logits"]
 
 #: Ways of combining member outputs into the ensemble PDF.
 COMBINE_MODES = ("probability", "logit")
@@ -41,10 +42,22 @@ COMBINE_MODES = ("probability", "logit")
 def combine_member_logits(
     logits: torch.Tensor, temperature: torch.Tensor | float, combine: str = "probability"
 ) -> torch.Tensor:
-    """Ensemble PDF ``(N, n_bins)`` of member logits ``(M, N, n_bins)``.
+    """Combine member logits ``(M, N, n_bins)`` into the ensemble PDF ``(N, n_bins)``.
 
-    ``"probability"``: mean of the members' ``softmax(logits / T)``;
-    ``"logit"``: ``softmax(mean(logits) / T)``.
+    Parameters
+    ----------
+    logits : `torch.Tensor`
+        Member logits, shape ``(M, N, n_bins)``.
+    temperature : `torch.Tensor` or `float`
+        Temperature ``T`` dividing the logits.
+    combine : `str`, optional
+        ``"probability"``: mean of the members' ``softmax(logits / T)``;
+        ``"logit"``: ``softmax(mean(logits) / T)``.
+
+    Returns
+    -------
+    pdf : `torch.Tensor`
+        Ensemble PDF, shape ``(N, n_bins)``, in float32.
     """
     if combine == "logit":
         return torch.softmax(logits.float().mean(dim=0) / temperature, dim=-1)
@@ -71,6 +84,7 @@ class _Member(nn.Module):
         return self.head(embedding), embedding
 
 
+@register_architecture("mbrnn")
 class MBRNN(nn.Module):
     """Ensemble of multiple-bin regression networks over flux inputs.
 
@@ -92,7 +106,7 @@ class MBRNN(nn.Module):
         Dropout after each hidden layer while training.
     colours : `str`
         Colours among the features: ``"adjacent"`` bands or ``"all"`` pairs
-        (see `lsst.meas.ml.photoz.features.flux_features`).
+        (see `lsst.meas.ml.models.photoz_features.flux_features`).
     combine : `str`
         How member PDFs are combined: ``"probability"`` averages the
         members' temperature-scaled softmax outputs; ``"logit"`` takes the
@@ -115,8 +129,6 @@ class MBRNN(nn.Module):
         combine: str = "probability",
     ) -> None:
         super().__init__()
-        from ..photoz.features import n_features
-
         if n_bins < 2 or n_members < 1 or n_bands < 1 or not z_max > z_min:
             raise ValueError(
                 f"Invalid MBRNN settings: n_bands={n_bands}, n_bins={n_bins}, n_members={n_members}, "
@@ -153,9 +165,24 @@ class MBRNN(nn.Module):
         return torch.linspace(self.z_min, self.z_max, self.n_bins + 1)
 
     def raw_features(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Unstandardised features of the raw flux array."""
-        from ..photoz.features import flux_features
+        """Compute the unstandardised features of the raw flux array.
 
+        Parameters
+        ----------
+        inputs : `torch.Tensor`
+            Fluxes, flux errors (and E(B-V) when ``use_ebv``), shape
+            ``(N, n_inputs)``.
+
+        Returns
+        -------
+        features : `torch.Tensor`
+            Features, shape ``(N, n_features)``.
+
+        Raises
+        ------
+        ValueError
+            If ``inputs`` does not have shape ``(N, n_inputs)``.
+        """
         if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
             raise ValueError(
                 f"MBRNN expects inputs of shape (N, {self.n_inputs}) "
@@ -165,21 +192,67 @@ class MBRNN(nn.Module):
         return flux_features(inputs, self.softening, self.n_bands, self.use_ebv, self.colours)
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
-        """Standardise raw features with the training-set statistics."""
+        """Standardise raw features with the training-set statistics.
+
+        Parameters
+        ----------
+        features : `torch.Tensor`
+            Raw features, shape ``(N, n_features)``.
+
+        Returns
+        -------
+        standardised : `torch.Tensor`
+            ``(features - feature_mean) / feature_std``.
+        """
         return (features - self.feature_mean) / self.feature_std
 
     def member_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(M, N, n_bins)`` and embeddings ``(M, N, H)`` of every member."""
+        """Compute the logits and embeddings of every member.
+
+        Parameters
+        ----------
+        inputs : `torch.Tensor`
+            Raw inputs, shape ``(N, n_inputs)``.
+
+        Returns
+        -------
+        logits : `torch.Tensor`
+            Member logits, shape ``(M, N, n_bins)``.
+        embeddings : `torch.Tensor`
+            Member embeddings, shape ``(M, N, H)``.
+        """
         features = self.standardise(self.raw_features(inputs))
         logits, embeddings = zip(*(member(features) for member in self.members))
         return torch.stack(logits), torch.stack(embeddings)
 
     def pdf_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Ensemble PDF from member logits ``(M, N, n_bins)`` (see ``combine``)."""
+        """Compute the ensemble PDF from member logits (see ``combine``).
+
+        Parameters
+        ----------
+        logits : `torch.Tensor`
+            Member logits, shape ``(M, N, n_bins)``.
+
+        Returns
+        -------
+        pdf : `torch.Tensor`
+            Ensemble PDF, shape ``(N, n_bins)``.
+        """
         return combine_member_logits(logits, self.temperature, self.combine)
 
     def ood_distance(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Mahalanobis distance from the training embeddings, averaged over members."""
+        """Compute the Mahalanobis distance from the training embeddings.
+
+        Parameters
+        ----------
+        embeddings : `torch.Tensor`
+            Member embeddings, shape ``(M, N, H)``.
+
+        Returns
+        -------
+        distance : `torch.Tensor`
+            Distance of each row, averaged over members, shape ``(N,)``.
+        """
         centred = embeddings.float() - self.embed_mean[:, None, :]
         d2 = torch.einsum("mnh,mhk,mnk->mn", centred, self.embed_precision, centred)
         return torch.sqrt(d2.clamp_min(0.0)).mean(dim=0)
@@ -187,31 +260,3 @@ class MBRNN(nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, embeddings = self.member_outputs(inputs)
         return self.pdf_from_logits(logits), self.ood_distance(embeddings) / self.ood_scale
-
-
-@register_architecture("mbrnn")
-def mbrnn(
-    n_bands: int = 6,
-    n_bins: int = 150,
-    z_min: float = 0.0,
-    z_max: float = 3.0,
-    hidden: Sequence[int] = (128, 128, 128),
-    n_members: int = 1,
-    use_ebv: bool = False,
-    dropout: float = 0.0,
-    colours: str = "adjacent",
-    combine: str = "probability",
-) -> MBRNN:
-    """Build an `MBRNN` ensemble (see its parameters)."""
-    return MBRNN(
-        n_bands=n_bands,
-        n_bins=n_bins,
-        z_min=z_min,
-        z_max=z_max,
-        hidden=tuple(hidden),
-        n_members=n_members,
-        use_ebv=use_ebv,
-        dropout=dropout,
-        colours=colours,
-        combine=combine,
-    )

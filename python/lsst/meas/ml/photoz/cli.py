@@ -4,7 +4,11 @@
   Butler (object table + spectroscopic-redshift table);
 * ``meas-ml predict photoz``: photo-z catalog for a table file (the same
   columns as ``ml_photoz``), with the shipped default package unless
-  ``--model`` is given;
+  ``--model`` is given; the file is streamed in chunks of ``--chunk-size``
+  rows (`lsst.meas.ml.photoz.predict.predict_photoz_file`);
+* ``meas-ml bench photoz-memory``: peak memory and throughput of that
+  streaming prediction against the whole-table path
+  (`lsst.meas.ml.photoz.bench`);
 * ``meas-ml photoz-influence``: the training galaxies that influenced
   chosen predictions most;
 * ``meas-ml photoz-rank``: unlabelled objects ranked by how much their
@@ -21,9 +25,16 @@ import logging
 import os
 from typing import Any
 
-__all__ = ["add_commands", "add_predict_parser", "add_train_parser"]
+__all__ = ["add_bench_parser", "add_commands", "add_predict_parser", "add_train_parser"]
 
 _log = logging.getLogger("lsst.meas.ml.photoz.cli")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
 
 
 def _bands(value: str) -> list[str]:
@@ -38,9 +49,11 @@ def _add_column_options(p: argparse.ArgumentParser, *, defaults_from_model: bool
 
     default = "the model's, else {}" if defaults_from_model else "{}"
     p.add_argument("--bands", type=_bands, default=None if defaults_from_model else list("ugrizy"),
-                   help=f"Bands in wavelength order, e.g. ugrizy or g,r,i (default {default.format('ugrizy')}).")
+                   help="Bands in wavelength order, e.g. ugrizy or g,r,i "
+                   f"(default {default.format('ugrizy')}).")
     p.add_argument("--flux-template", default=None if defaults_from_model else DEFAULT_FLUX_TEMPLATE,
-                   help=f"Flux column template with {{band}}, nJy (default {default.format(DEFAULT_FLUX_TEMPLATE)}).")
+                   help="Flux column template with {band}, nJy "
+                   f"(default {default.format(DEFAULT_FLUX_TEMPLATE)}).")
     p.add_argument("--flux-err-template", default=None if defaults_from_model else DEFAULT_FLUX_ERR_TEMPLATE,
                    help=f"Flux error column template (default {default.format(DEFAULT_FLUX_ERR_TEMPLATE)}).")
     p.add_argument("--id-column", default="objectId", help="Object id column (default objectId).")
@@ -48,7 +61,8 @@ def _add_column_options(p: argparse.ArgumentParser, *, defaults_from_model: bool
     p.add_argument("--magnitudes", action="store_true",
                    help="The template columns hold AB magnitudes and errors (99 = non-detection, with the "
                    "limiting magnitude in the error column, as in the DESC cosmoDC2 files), not nJy fluxes.")
-    p.add_argument("--group", default=None, help="HDF5 group holding the columns (default: found automatically).")
+    p.add_argument("--group", default=None,
+                   help="HDF5 group holding the columns (default: found automatically).")
 
 
 def _load_input(path: str, args: argparse.Namespace, bands: list[str], extra: list[str]) -> Any:
@@ -115,9 +129,11 @@ def _read_butler_training(args: argparse.Namespace, columns: Any) -> Any:
             f"The {args.specz_dataset!r} table needs columns {columns.id_column!r} and "
             f"{args.redshift_column!r}; it has {spec.colnames}."
         )
-    spec = Table({columns.id_column: spec[columns.id_column], args.redshift_column: spec[args.redshift_column]})
+    spec = Table({columns.id_column: spec[columns.id_column],
+                  args.redshift_column: spec[args.redshift_column]})
     table = join(vstack(objects), spec, keys=columns.id_column, join_type="inner")
-    _log.info("Joined %d objects with spectroscopic redshifts from %d object tables.", len(table), len(obj_refs))
+    _log.info("Joined %d objects with spectroscopic redshifts from %d object tables.", len(table),
+              len(obj_refs))
     if len(table) == 0:
         raise PhotozInputError("No object of the object tables has a spectroscopic redshift (join on "
                                f"{columns.id_column!r} is empty).")
@@ -151,7 +167,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         table, columns, args.redshift_column, config, provenance={"training_data": source}, name=args.name
     )
     result.package.save(args.out)
-    print(f"Wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB, sha256 {result.package.sha256[:12]}): "
+    print(f"Wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB, "
+          f"sha256 {result.package.sha256[:12]}): "
           f"{result.n_train} training and {result.n_validation} validation galaxies, "
           f"{result.training_seconds:.1f} s.")
     print("Validation metrics: " + json.dumps({k: (round(v, 5) if isinstance(v, float) else v)
@@ -189,8 +206,10 @@ def add_train_parser(subparsers: Any) -> None:
     src.add_argument("--butler", help="Butler repository holding object tables and a spectroscopic table.")
     p.add_argument("--collections", default=None, help="Butler collections (comma-separated).")
     p.add_argument("--object-dataset", default="object", help="Object table dataset type (default object).")
-    p.add_argument("--specz-dataset", default="specz", help="Spectroscopic-redshift dataset type (default specz).")
-    p.add_argument("--where", default=None, help="Butler query constraint on the object tables, e.g. tract=9813.")
+    p.add_argument("--specz-dataset", default="specz",
+                   help="Spectroscopic-redshift dataset type (default specz).")
+    p.add_argument("--where", default=None,
+                   help="Butler query constraint on the object tables, e.g. tract=9813.")
     _add_column_options(p, defaults_from_model=False)
     p.add_argument("--redshift-column", default="redshift", help="True-redshift column (default redshift).")
     p.add_argument("--out", required=True, help="Model package to write (.safetensors).")
@@ -213,7 +232,7 @@ def add_train_parser(subparsers: Any) -> None:
 
 
 def _package(path: str | None) -> Any:
-    """The package at ``path`` (default: the shipped one); a clear error unless it is a photo-z package."""
+    """Load the package at ``path`` (default: the shipped one); a clear error unless it is for photo-z."""
     from ..packages import ModelPackage
     from .predict import default_package
 
@@ -225,44 +244,53 @@ def _package(path: str | None) -> Any:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ..engine import InferenceConfig, InferenceEngine
     from ..fileio import refuse_output_over_input
-    from .predict import columns_for_package, predict_photoz
-    from .tables import write_table
+    from .features import DEFAULT_FLUX_ERR_TEMPLATE, DEFAULT_FLUX_TEMPLATE, flux_table_from_magnitudes
+    from .predict import columns_for_package, predict_photoz_file
 
     refuse_output_over_input(args.out, [args.input, args.model])
     package = _package(args.model)
     bands = args.bands or list(package.inputs["bands"])
     columns = columns_for_package(package, bands=bands)  # clear error for other bands
-    table = _load_input(args.input, args, bands, [])
     columns = _columns_from_args(args, bands, missing_band=args.missing_band)
-    if not args.magnitudes:
+    transform = None
+    if args.magnitudes:
+        mag = args.flux_template or DEFAULT_FLUX_TEMPLATE
+        mag_err = args.flux_err_template or DEFAULT_FLUX_ERR_TEMPLATE
+        keep = [args.id_column] + ([args.ebv_column] if args.ebv_column else [])
+        read_columns = keep[:1] + [t.format(band=b) for b in bands for t in (mag, mag_err)] + keep[1:]
+
+        def transform(table: Any) -> Any:
+            return flux_table_from_magnitudes(table, bands, mag, mag_err, keep=keep)
+    else:
         columns = columns_for_package(
             package, bands=bands, flux_template=args.flux_template, flux_err_template=args.flux_err_template,
             ebv_column=args.ebv_column, id_column=args.id_column, missing_band=args.missing_band,
         )
+        read_columns = columns.columns()
     config = InferenceConfig()
     config.device = args.device
     config.batchSize = args.batch_size
-    catalog = predict_photoz(
-        package, table, columns, engine=InferenceEngine(config), pdf_format=args.pdf_format,
-        ood_threshold=args.ood_threshold,
+    summary = predict_photoz_file(
+        package, args.input, args.out, columns, read_columns=read_columns, transform=transform,
+        group=args.group, chunk_size=args.chunk_size, engine=InferenceEngine(config),
+        pdf_format=args.pdf_format, ood_threshold=args.ood_threshold,
     )
-    write_table(catalog, args.out)
-    n_ood = int(((catalog["photoz_flags"] & 4) != 0).sum())
-    print(f"Wrote {len(catalog)} photo-z rows to {args.out} with {package.name} {package.version} "
-          f"({n_ood} flagged out of distribution).")
+    print(f"Wrote {summary['rows']} photo-z rows to {args.out} with {package.name} {package.version} "
+          f"({summary['out_of_distribution']} flagged out of distribution).")
     return 0
 
 
 def add_predict_parser(subparsers: Any) -> None:
     """Add ``photoz`` under ``meas-ml predict``."""
-    from .predict import DEFAULT_PACKAGE_PATH
+    from .predict import DEFAULT_CHUNK_SIZE, DEFAULT_PACKAGE_PATH
 
     p = subparsers.add_parser(
         "photoz", help="Photo-z catalog (the ml_photoz columns) for a table file.",
         description=f"Without --model the shipped default package is used: {DEFAULT_PACKAGE_PATH} (MBRNN "
         "trained on the DESC cosmoDC2 ugrizy training file of RAIL; fluxes in nJy).",
     )
-    p.add_argument("--model", default=None, help="Model package (default: the shipped cosmoDC2 ugrizy package).")
+    p.add_argument("--model", default=None,
+                   help="Model package (default: the shipped cosmoDC2 ugrizy package).")
     p.add_argument("--input", required=True, help="Table file (Parquet, CSV or HDF5).")
     p.add_argument("--out", required=True, help="Output Parquet file.")
     _add_column_options(p, defaults_from_model=True)
@@ -273,7 +301,55 @@ def add_predict_parser(subparsers: Any) -> None:
     p.add_argument("--ood-threshold", type=float, default=1.0, help="OOD score flag threshold (default 1).")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
     p.add_argument("--batch-size", type=int, default=0, help="Rows per forward pass (0: automatic).")
+    p.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
+                   help="Rows read, predicted and written at a time (default %(default)s, rounded down to a "
+                   "multiple of the forward batch size); memory grows with it, not with the input.")
     p.set_defaults(func=_cmd_predict)
+
+
+# ----------------------------------------------------------------------
+# bench
+
+
+def _cmd_bench_memory(args: argparse.Namespace) -> int:
+    from .bench import format_report, run_memory_benchmark
+
+    report = run_memory_benchmark(
+        rows=args.rows, pdf_format=args.pdf_format, chunk_size=args.chunk_size, model=args.model,
+        baseline_max_rows=args.baseline_max_rows, workdir=args.workdir, threads=args.threads,
+    )
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as stream:
+            json.dump(report, stream, indent=2)
+    return 0
+
+
+def add_bench_parser(subparsers: Any) -> None:
+    """Add ``photoz-memory`` under ``meas-ml bench``."""
+    from .predict import DEFAULT_CHUNK_SIZE
+
+    p = subparsers.add_parser(
+        "photoz-memory",
+        help="Peak memory and rows/s of the streaming photo-z prediction vs the whole table.",
+        description="Writes synthetic inputs with the shipped model's columns, runs `meas-ml predict photoz` "
+        "(streaming) in a child process per size and the whole-table path (read all, predict, write) as "
+        "the baseline, and prints peak RSS and throughput with their ratios.",
+    )
+    p.add_argument("--rows", type=_positive_int, nargs="+", default=[100_000, 1_000_000],
+                   help="Input sizes (default 100000 1000000).")
+    p.add_argument("--pdf-format", choices=("full", "quantiles", "both"), default="full")
+    p.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
+                   help="Streaming chunk size (default %(default)s).")
+    p.add_argument("--model", default=None, help="Model package (default: the shipped one).")
+    p.add_argument("--baseline-max-rows", type=int, default=100_000,
+                   help="Run the whole-table baseline for sizes up to this (default 100000; its memory "
+                   "grows by several kB per row).")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads in the children (0: default).")
+    p.add_argument("--workdir", default=None,
+                   help="Directory for the synthetic files (default: a temporary one).")
+    p.add_argument("--json", default=None, help="Also write the figures to this JSON file.")
+    p.set_defaults(func=_cmd_bench_memory)
 
 
 # ----------------------------------------------------------------------
@@ -346,7 +422,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="Model package (default: the shipped one).")
     p.add_argument("--train", required=True, help="The training table (file) the package was trained on.")
     p.add_argument("--input", required=True, help="Table holding the objects to explain.")
-    p.add_argument("--object-id", nargs="+", default=None, help="Ids of the objects to explain (default all).")
+    p.add_argument("--object-id", nargs="+", default=None,
+                   help="Ids of the objects to explain (default all).")
     p.add_argument("--redshift-column", default="redshift")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--kind", choices=("proponents", "opponents", "absolute"), default="proponents")
@@ -362,7 +439,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="Model package (default: the shipped one).")
     p.add_argument("--input", required=True, help="Table of unlabelled objects.")
     p.add_argument("--out", default=None, help="Parquet file (default: print the top --show rows).")
-    p.add_argument("--n-select", type=int, default=None, help="Length of the diversity-aware head (default 1000).")
+    p.add_argument("--n-select", type=int, default=None,
+                   help="Length of the diversity-aware head (default 1000).")
     p.add_argument("--ood-weight", type=float, default=0.05)
     p.add_argument("--diversity", type=float, default=0.5)
     p.add_argument("--show", type=int, default=20)

@@ -13,7 +13,7 @@ from ..engine import InferenceConfig, InferenceEngine
 from ..packages import ModelPackage
 from .features import DEFAULT_BANDS, DEFAULT_FLUX_ERR_TEMPLATE, DEFAULT_FLUX_TEMPLATE, PhotozColumns
 from .pdf import DEFAULT_COMPACT_LEVELS
-from .predict import PDF_FORMATS, columns_for_package, predict_photoz
+from .predict import DEFAULT_CHUNK_SIZE, PDF_FORMATS, columns_for_package, predict_photoz_chunked
 
 __all__ = ["EstimatePhotozConfig", "EstimatePhotozConnections", "EstimatePhotozTask"]
 
@@ -54,7 +54,9 @@ class EstimatePhotozConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Esti
         default=list(DEFAULT_BANDS),
     )
     fluxTemplate = pexConfig.Field[str](doc="Flux column template (nJy).", default=DEFAULT_FLUX_TEMPLATE)
-    fluxErrTemplate = pexConfig.Field[str](doc="Flux error column template (nJy).", default=DEFAULT_FLUX_ERR_TEMPLATE)
+    fluxErrTemplate = pexConfig.Field[str](
+        doc="Flux error column template (nJy).", default=DEFAULT_FLUX_ERR_TEMPLATE
+    )
     ebvColumn = pexConfig.Field[str](
         doc="E(B-V) column; '' uses the package's (none if it was trained without).", default=""
     )
@@ -80,7 +82,15 @@ class EstimatePhotozConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Esti
         doc="Probability levels of the compact (quantile) PDF form.", default=list(DEFAULT_COMPACT_LEVELS)
     )
     oodThreshold = pexConfig.Field[float](
-        doc="OOD score above which OUT_OF_DISTRIBUTION is flagged (1 = training 99th percentile).", default=1.0
+        doc="OOD score above which OUT_OF_DISTRIBUTION is flagged (1 = training 99th percentile).",
+        default=1.0,
+    )
+    chunkSize = pexConfig.RangeField[int](
+        doc="Rows predicted at a time (rounded down to a multiple of the forward batch size).  Bounds the "
+        "temporaries of the prediction (about 7 kB per row with 150 PDF bins); the object table's needed "
+        "columns and the output catalog are still held whole.",
+        default=DEFAULT_CHUNK_SIZE,
+        min=1,
     )
     inference = pexConfig.ConfigField(dtype=InferenceConfig, doc="Inference engine settings.")
 
@@ -102,6 +112,18 @@ class EstimatePhotozTask(pipeBase.PipelineTask):
     ``run`` takes an in-memory table and a package, so it is usable without
     a Butler; ``runQuantum`` reads only the needed columns of the object
     table.
+
+    Memory: the ``ArrowAstropy`` read takes columns but not row ranges, so
+    the needed columns of the tract's object table are read once, whole
+    (2 x bands + 2 columns, about 110 bytes per row for ugrizy, instead of
+    the whole table's hundreds of columns); the prediction then runs
+    ``config.chunkSize`` rows at a time (`predict_photoz_chunked`), which
+    bounds its temporaries (float32 and float64 PDFs, about 7 kB per row),
+    and fills an output catalog allocated once.  Not bounded: that input
+    and the output catalog (about 40 bytes per row plus 600 for
+    ``pdfFormat="full"`` or 30 for ``"quantiles"``), which the Butler
+    writes in one ``put``.  The result is identical to one whole-table
+    `predict_photoz` call.
     """
 
     ConfigClass = EstimatePhotozConfig
@@ -138,12 +160,14 @@ class EstimatePhotozTask(pipeBase.PipelineTask):
         -------
         result : `lsst.pipe.base.Struct`
             ``photoz``: `astropy.table.Table` (see
-            `~lsst.meas.ml.photoz.predict.predict_photoz`).
+            `~lsst.meas.ml.photoz.predict.predict_photoz`; predicted
+            ``config.chunkSize`` rows at a time).
         """
-        catalog = predict_photoz(
+        catalog = predict_photoz_chunked(
             model,
             objectCatalog,
             self.columns_for(model),
+            chunk_size=self.config.chunkSize,
             engine=self.engine,
             pdf_format=self.config.pdfFormat,
             compact_levels=list(self.config.compactLevels),

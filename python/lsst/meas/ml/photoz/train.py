@@ -52,6 +52,7 @@ import torch
 from ..metrics import photoz_metrics
 from ..models.photoz import COMBINE_MODES, MBRNN, combine_member_logits
 from ..packages import ModelPackage
+from ..training import TrainingResult
 from .features import PhotozColumns, PhotozInputError, missing_mask
 from .pdf import summarize_pdf
 
@@ -108,17 +109,6 @@ class PhotozTrainingConfig:
             raise ValueError(f"flux_noise must be >= 0, got {self.flux_noise}.")
         if not 0.0 < self.validation_fraction < 0.9:
             raise ValueError("validation_fraction must be in (0, 0.9).")
-
-
-@dataclasses.dataclass
-class TrainingResult:
-    """What `train_photoz` returns."""
-
-    package: ModelPackage
-    metrics: dict[str, float]
-    training_seconds: float
-    n_train: int
-    n_validation: int
 
 
 def _soft_targets(

@@ -31,12 +31,34 @@ AB_ZERO_POINT_NJY: float = 31.4
 
 
 def mag_to_flux(mag: Any) -> np.ndarray:
-    """AB magnitude to flux in nJy."""
+    """Convert AB magnitudes to fluxes in nJy.
+
+    Parameters
+    ----------
+    mag : `~typing.Any`
+        AB magnitudes (a number or an array).
+
+    Returns
+    -------
+    flux : `numpy.ndarray`
+        Fluxes in nJy.
+    """
     return np.power(10.0, -0.4 * (np.asarray(mag, dtype=float) - AB_ZERO_POINT_NJY))
 
 
 def flux_to_mag(flux: Any) -> np.ndarray:
-    """Flux in nJy to AB magnitude (NaN for non-positive fluxes)."""
+    """Convert fluxes in nJy to AB magnitudes.
+
+    Parameters
+    ----------
+    flux : `~typing.Any`
+        Fluxes in nJy (a number or an array).
+
+    Returns
+    -------
+    mag : `numpy.ndarray`
+        AB magnitudes; NaN for non-positive fluxes.
+    """
     flux = np.asarray(flux, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(flux > 0, AB_ZERO_POINT_NJY - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)), np.nan)
@@ -172,19 +194,36 @@ class SurveyConfig:
     def n_visits(self) -> int:
         return len(self.visit_bands) * self.visits_per_band
 
-    @property
-    def tract_area_arcmin2(self) -> float:
-        return self.tract_width * self.tract_height * (self.pixel_scale / 60.0) ** 2
-
-    # --- presets --------------------------------------------------------------
     @classmethod
     def default(cls, seed: int = 42) -> SurveyConfig:
-        """The demo survey: 4 patches of 600 px in ugrizy, 6 visits x 2 detectors in gri."""
+        """Return the demo survey: 4 patches of 600 px in ugrizy, 6 visits x 2 detectors in gri.
+
+        Parameters
+        ----------
+        seed : `int`, optional
+            The survey seed.
+
+        Returns
+        -------
+        config : `SurveyConfig`
+            The configuration.
+        """
         return cls(name="default", seed=seed)
 
     @classmethod
     def tiny(cls, seed: int = 7) -> SurveyConfig:
-        """A survey for unit tests: builds in a few seconds."""
+        """Return a survey for unit tests: builds in a few seconds.
+
+        Parameters
+        ----------
+        seed : `int`, optional
+            The survey seed.
+
+        Returns
+        -------
+        config : `SurveyConfig`
+            The configuration.
+        """
         return cls(
             name="tiny",
             seed=seed,
@@ -214,7 +253,25 @@ class SurveyConfig:
 
     @classmethod
     def from_name(cls, name: str, seed: int | None = None) -> SurveyConfig:
-        """A preset by name (``"tiny"`` or ``"default"``)."""
+        """Return a preset by name.
+
+        Parameters
+        ----------
+        name : `str`
+            The preset: ``"tiny"`` or ``"default"``.
+        seed : `int`, optional
+            The survey seed; the preset's default if `None`.
+
+        Returns
+        -------
+        config : `SurveyConfig`
+            The configuration.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is not a preset.
+        """
         presets = {"tiny": cls.tiny, "default": cls.default}
         try:
             factory = presets[name]
@@ -223,7 +280,13 @@ class SurveyConfig:
         return factory() if seed is None else factory(seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly copy of the parameters."""
+        """Return a JSON-friendly copy of the parameters (tuples become lists).
+
+        Returns
+        -------
+        params : `dict` [`str`, `~typing.Any`]
+            The parameters, by field name.
+        """
         out = dataclasses.asdict(self)
         for key, value in out.items():
             if isinstance(value, tuple):

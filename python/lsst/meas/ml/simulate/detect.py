@@ -36,12 +36,14 @@ PIXEL_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def detect_sources(diff: PixelPlanes, threshold: float = 5.0, min_separation: int = 3) -> dict[str, np.ndarray]:
+def detect_sources(
+    diff: PixelPlanes, threshold: float = 5.0, min_separation: int = 3
+) -> dict[str, np.ndarray]:
     """Detect positive and negative point sources in a difference image.
 
     Parameters
     ----------
-    diff : `lsst.meas.ml.images.Exposure`
+    diff : `lsst.meas.ml.images.PixelPlanes`
         Difference image with variance, mask and PSF.
     threshold : `float`
         Minimum ``|S/N|`` of the PSF-correlated image at a peak.

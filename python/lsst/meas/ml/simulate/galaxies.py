@@ -204,7 +204,26 @@ def draw_static_sky(config: SurveyConfig, rng: np.random.Generator, tract_wcs, m
 def variable_factor(
     row_amplitude: np.ndarray, period: np.ndarray, phase: np.ndarray, mjd: float
 ) -> np.ndarray:
-    """Flux of a variable star at ``mjd`` relative to its mean (sinusoidal in magnitude)."""
+    """Compute the flux of variable stars at ``mjd`` relative to their mean.
+
+    The variation is sinusoidal in magnitude.
+
+    Parameters
+    ----------
+    row_amplitude : `numpy.ndarray`
+        Semi-amplitude of the variation, in magnitudes.
+    period : `numpy.ndarray`
+        Period, in days; non-positive periods mean a constant flux.
+    phase : `numpy.ndarray`
+        Phase, in radians.
+    mjd : `float`
+        The time of the observation (MJD).
+
+    Returns
+    -------
+    factor : `numpy.ndarray`
+        The flux factor ``10 ** (-0.4 * amplitude * sin(2 pi mjd / period + phase))``.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         arg = np.where(period > 0, 2.0 * np.pi * mjd / np.where(period > 0, period, 1.0) + phase, 0.0)
     return 10.0 ** (-0.4 * row_amplitude * np.sin(arg))
@@ -213,7 +232,9 @@ def variable_factor(
 def galaxy_profile(
     cols: dict[str, np.ndarray], i: int, band: str, flux_scale: float = 1.0
 ) -> galsim.GSObject:
-    """The GalSim profile (before the PSF) of truth object ``i`` in one band, flux in nJy.
+    """Build the GalSim profile (before the PSF) of truth object ``i`` in one band.
+
+    Stars are a `galsim.DeltaFunction`.
 
     Parameters
     ----------
@@ -223,10 +244,13 @@ def galaxy_profile(
         Row index.
     band : `str`
         Band whose fluxes to use.
-    flux_scale : `float`
+    flux_scale : `float`, optional
         Factor applied to the flux (variability).
 
-    Stars are a `galsim.DeltaFunction`.
+    Returns
+    -------
+    profile : `galsim.GSObject`
+        The profile, with its flux in nJy.
     """
     total = float(cols[f"{band}_flux"][i]) * flux_scale
     if cols["is_star"][i]:
@@ -270,7 +294,26 @@ def _unit_sersic(n: float, hlr: float) -> galsim.GSObject:
 def stamp_size(
     cols: dict[str, np.ndarray], i: int, psf_fwhm: float, pixel_scale: float, bright: bool = False
 ) -> int:
-    """An odd stamp side (pixels) that holds source ``i`` and its PSF wings."""
+    """Choose an odd stamp side (pixels) that holds source ``i`` and its PSF wings.
+
+    Parameters
+    ----------
+    cols : `dict` [`str`, `numpy.ndarray`]
+        Columns of the truth table as plain arrays.
+    i : `int`
+        Row index.
+    psf_fwhm : `float`
+        The PSF FWHM, in arcsec.
+    pixel_scale : `float`
+        The pixel scale, in arcsec per pixel.
+    bright : `bool`, optional
+        Leave room for the wider wings of a bright source.
+
+    Returns
+    -------
+    size : `int`
+        The odd stamp side, between 15 and 201 pixels.
+    """
     if cols["is_star"][i]:
         half = (7.0 if bright else 3.0) * psf_fwhm
     else:
@@ -282,5 +325,16 @@ def stamp_size(
 
 
 def table_columns(table: Table) -> dict[str, np.ndarray]:
-    """Plain NumPy arrays of a table's columns (for per-row access in loops)."""
+    """Return plain NumPy arrays of a table's columns (for per-row access in loops).
+
+    Parameters
+    ----------
+    table : `astropy.table.Table`
+        The table.
+
+    Returns
+    -------
+    cols : `dict` [`str`, `numpy.ndarray`]
+        The columns, by name.
+    """
     return {name: np.asarray(table[name]) for name in table.colnames}

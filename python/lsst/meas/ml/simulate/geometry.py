@@ -15,7 +15,7 @@ import numpy as np
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from ..images import Box, shift_wcs
+from ..images import Box
 from .config import SurveyConfig
 
 __all__ = [
@@ -32,9 +32,25 @@ __all__ = [
 def make_tan_wcs(
     ra: float, dec: float, crpix_x: float, crpix_y: float, scale_arcsec: float, rotation_deg: float = 0.0
 ) -> WCS:
-    """A TAN WCS with its tangent point ``(ra, dec)`` at zero-based pixel ``(crpix_x, crpix_y)``.
+    """Make a TAN WCS with its tangent point at a zero-based pixel.
 
     North is up and East left for ``rotation_deg = 0``.
+
+    Parameters
+    ----------
+    ra, dec : `float`
+        The tangent point, in degrees.
+    crpix_x, crpix_y : `float`
+        The zero-based pixel of the tangent point.
+    scale_arcsec : `float`
+        The pixel scale, in arcsec per pixel.
+    rotation_deg : `float`, optional
+        The rotation of the pixel axes, in degrees.
+
+    Returns
+    -------
+    wcs : `astropy.wcs.WCS`
+        The WCS, in zero-based array coordinates.
     """
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -49,12 +65,38 @@ def make_tan_wcs(
 
 
 def day_obs_of(mjd: float) -> int:
-    """Rubin's observing day (``YYYYMMDD`` of TAI minus 12 h) of an MJD."""
+    """Return Rubin's observing day (``YYYYMMDD`` of TAI minus 12 h) of an MJD.
+
+    Parameters
+    ----------
+    mjd : `float`
+        The time (MJD, TAI).
+
+    Returns
+    -------
+    day_obs : `int`
+        The observing day as the integer ``YYYYMMDD``.
+    """
     return int(Time(mjd - 0.5, format="mjd", scale="tai").strftime("%Y%m%d"))
 
 
 def sky_polygon(wcs: WCS, box: Box, xy0: tuple[int, int] = (0, 0)) -> list[tuple[float, float]]:
-    """(ra, dec) in degrees of the four outer corners of a parent-frame box."""
+    """Return the sky positions of the four outer corners of a parent-frame box.
+
+    Parameters
+    ----------
+    wcs : `astropy.wcs.WCS`
+        The WCS, in zero-based array coordinates.
+    box : `~lsst.meas.ml.images.Box`
+        The box, in the parent frame.
+    xy0 : `tuple` [`int`, `int`], optional
+        The parent-frame pixel of the WCS's array origin.
+
+    Returns
+    -------
+    corners : `list` [`tuple` [`float`, `float`]]
+        ``(ra, dec)`` of each corner, in degrees.
+    """
     x = np.array([box.x0, box.x1, box.x1, box.x0], dtype=float) - 0.5 - xy0[0]
     y = np.array([box.y0, box.y0, box.y1, box.y1], dtype=float) - 0.5 - xy0[1]
     ra, dec = wcs.wcs_pix2world(x, y, 0)
@@ -131,12 +173,19 @@ class SurveyGeometry:
         self.visits = self._make_visits(rng)
 
     # ------------------------------------------------------------------
-    def patch_wcs(self, patch: PatchGeometry) -> WCS:
-        """The WCS of a patch's coadd (local coordinates of its outer box)."""
-        return shift_wcs(self.tract_wcs, patch.outer.x0, patch.outer.y0)
-
     def patch_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Index of the patch whose inner box holds tract pixel ``(x, y)`` (-1 outside)."""
+        """Return the index of the patch whose inner box holds tract pixel ``(x, y)``.
+
+        Parameters
+        ----------
+        x, y : `numpy.ndarray`
+            Tract pixel positions.
+
+        Returns
+        -------
+        patch : `numpy.ndarray`
+            The patch index of each position; -1 outside every patch.
+        """
         c = self.config
         cx = np.floor((np.asarray(x) + 0.5) / c.patch_size).astype(int)
         cy = np.floor((np.asarray(y) + 0.5) / c.patch_size).astype(int)

@@ -25,7 +25,18 @@ _VISIT_MAX = 2**43
 
 
 def physical_filter_name(band: str) -> str:
-    """Physical filter of a band: ``MLSim-<band>``."""
+    """Return the physical filter of a band: ``MLSim-<band>``.
+
+    Parameters
+    ----------
+    band : `str`
+        The band.
+
+    Returns
+    -------
+    physical_filter : `str`
+        The physical filter name.
+    """
     return f"{INSTRUMENT_NAME}-{band}"
 
 
@@ -80,7 +91,16 @@ class MLSim(Instrument):
         ]
 
     def register(self, registry: Any, *, update: bool = False) -> None:
-        """Insert the instrument, physical filter and detector records."""
+        """Insert the instrument, physical filter and detector records.
+
+        Parameters
+        ----------
+        registry : `~typing.Any`
+            The Butler registry (`lsst.daf.butler.Registry`).
+        update : `bool`, optional
+            Update records that exist with other values (else that is an
+            error).
+        """
         with registry.transaction():
             registry.syncDimensionData("instrument", self.instrument_record(), update=update)
             for record in self.filter_records():
@@ -89,7 +109,23 @@ class MLSim(Instrument):
                 registry.syncDimensionData("detector", record, update=update)
 
     def getRawFormatter(self, dataId: Any) -> Any:
-        """The simulated survey has no raw data; asking for a raw formatter is an error."""
+        """Refuse to return a raw formatter: the simulated survey has no raw data.
+
+        Parameters
+        ----------
+        dataId : `~typing.Any`
+            The data ID of the raw (ignored).
+
+        Returns
+        -------
+        formatter : `~typing.Any`
+            Never returned.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
         raise NotImplementedError(
             "MLSim has no raw data: the simulated survey writes calibrated visit images directly."
         )

@@ -37,18 +37,57 @@ __all__ = [
 
 
 def bit(name: str) -> int:
-    """The mask value of a plane of `DEFAULT_MASK_PLANES`."""
+    """Return the mask value of a plane of `DEFAULT_MASK_PLANES`.
+
+    Parameters
+    ----------
+    name : `str`
+        The plane name.
+
+    Returns
+    -------
+    value : `int`
+        The plane's bit, as a mask value (``1 << bit``).
+    """
     return 1 << DEFAULT_MASK_PLANES[name]
 
 
 def local_jacobian(wcs: WCS) -> galsim.JacobianWCS:
-    """The GalSim Jacobian (arcsec per pixel, u towards West, v North) of a TAN WCS."""
+    """Return the GalSim Jacobian of a TAN WCS.
+
+    The Jacobian is in arcsec per pixel, with u towards West and v North.
+
+    Parameters
+    ----------
+    wcs : `astropy.wcs.WCS`
+        The WCS (its pixel scale matrix is used).
+
+    Returns
+    -------
+    jacobian : `galsim.JacobianWCS`
+        The local Jacobian.
+    """
     cd = wcs.pixel_scale_matrix * 3600.0
     return galsim.JacobianWCS(-cd[0, 0], -cd[0, 1], cd[1, 0], cd[1, 1])
 
 
 def make_psf(fwhm: float, beta: float, extra_sigma: float = 0.0) -> galsim.GSObject:
-    """A Moffat PSF of ``fwhm`` arcsec, optionally convolved with a Gaussian of ``extra_sigma`` arcsec."""
+    """Make a Moffat PSF, optionally convolved with a Gaussian.
+
+    Parameters
+    ----------
+    fwhm : `float`
+        The FWHM of the Moffat profile, in arcsec.
+    beta : `float`
+        The Moffat index.
+    extra_sigma : `float`, optional
+        The sigma of the Gaussian, in arcsec (none if not positive).
+
+    Returns
+    -------
+    psf : `galsim.GSObject`
+        The PSF profile.
+    """
     psf = galsim.Moffat(beta=beta, fwhm=fwhm, gsparams=GSPARAMS)
     if extra_sigma > 0:
         psf = galsim.Convolve(psf, galsim.Gaussian(sigma=extra_sigma, gsparams=GSPARAMS), gsparams=GSPARAMS)
@@ -56,7 +95,22 @@ def make_psf(fwhm: float, beta: float, extra_sigma: float = 0.0) -> galsim.GSObj
 
 
 def draw_psf_image(psf: galsim.GSObject, jacobian: galsim.BaseWCS, size: int = 31) -> np.ndarray:
-    """The pixelised PSF (sum 1) on an odd ``size`` x ``size`` grid."""
+    """Draw the pixelised PSF (sum 1) on a ``size`` x ``size`` grid.
+
+    Parameters
+    ----------
+    psf : `galsim.GSObject`
+        The PSF profile.
+    jacobian : `galsim.BaseWCS`
+        The local WCS of the pixels.
+    size : `int`, optional
+        The side of the grid, in pixels (odd, for a centred PSF).
+
+    Returns
+    -------
+    image : `numpy.ndarray`
+        The float32 PSF image, normalised to sum 1.
+    """
     image = psf.withFlux(1.0).drawImage(nx=size, ny=size, wcs=jacobian, dtype=np.float64).array
     return (image / image.sum()).astype(np.float32)
 
@@ -65,12 +119,12 @@ def draw_psf_image(psf: galsim.GSObject, jacobian: galsim.BaseWCS, size: int = 3
 class NoiseModel:
     """Sky noise and gain of one image.
 
-    Parameters
+    Attributes
     ----------
     sigma_sky : `float`
         Sky noise per pixel (nJy).
     gain : `float`
-        nJy per photo-electron (source Poisson variance is ``flux * gain``).
+        Number of nJy per photo-electron (source Poisson variance is ``flux * gain``).
     saturation : `float`
         Pixel value (nJy) above which pixels saturate.
     """
@@ -88,10 +142,26 @@ class NoiseModel:
         full_well: float,
         n_exposures: float = 1.0,
     ) -> NoiseModel:
-        """Noise giving a 5-sigma PSF-flux depth of ``depth_mag`` with this PSF.
+        """Make the noise giving a 5-sigma PSF-flux depth of ``depth_mag`` with a PSF.
 
-        ``n_exposures`` (> 1 for coadds) lowers the gain: a coadd of N
-        exposures has N times the electrons per nJy.
+        Parameters
+        ----------
+        depth_mag : `float`
+            The 5-sigma PSF-flux depth, in AB magnitudes.
+        psf_image : `numpy.ndarray`
+            The PSF image (sum 1), for its effective number of pixels.
+        sky_electrons : `float`
+            The sky level per pixel, in photo-electrons.
+        full_well : `float`
+            The full-well depth, in photo-electrons.
+        n_exposures : `float`, optional
+            The number of exposures (> 1 for coadds); it lowers the gain: a
+            coadd of N exposures has N times the electrons per nJy.
+
+        Returns
+        -------
+        noise : `NoiseModel`
+            The noise model.
         """
         n_eff = 1.0 / float(np.sum(psf_image.astype(np.float64) ** 2))
         sigma = float(mag_to_flux(depth_mag)) / (5.0 * math.sqrt(n_eff))
@@ -100,7 +170,22 @@ class NoiseModel:
         return cls(sigma_sky=sigma, gain=gain / n_exposures, saturation=saturation)
 
     def realise(self, model: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(noisy image, variance) for a noiseless model image."""
+        """Add noise to a noiseless model image.
+
+        Parameters
+        ----------
+        model : `numpy.ndarray`
+            The noiseless image, in nJy.
+        rng : `numpy.random.Generator`
+            The random number generator.
+
+        Returns
+        -------
+        image : `numpy.ndarray`
+            The noisy image.
+        variance : `numpy.ndarray`
+            The variance of each pixel (sky plus source Poisson noise).
+        """
         variance = self.sigma_sky**2 + np.clip(model, 0.0, None) * self.gain
         image = model + rng.standard_normal(model.shape) * np.sqrt(variance)
         return image, variance
@@ -127,6 +212,24 @@ def draw_sources(
 
     Point sources (`galsim.DeltaFunction`) are drawn as the PSF itself.
     Positions are zero-based local pixel coordinates.
+
+    Parameters
+    ----------
+    model : `numpy.ndarray`
+        The C-contiguous float64 image to add to.
+    sources : `~collections.abc.Iterable` [`Source`]
+        The sources; each is drawn on a stamp of its ``size``.
+    psf : `galsim.GSObject`
+        The PSF profile.
+    jacobian : `galsim.BaseWCS`
+        The local WCS of the pixels.
+    convolve : `~collections.abc.Callable`, optional
+        Ignored: every source is convolved with ``psf`` by GalSim.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` is not a C-contiguous float64 array.
     """
     if model.dtype != np.float64 or not model.flags.c_contiguous:
         raise ValueError("draw_sources needs a C-contiguous float64 model array.")
@@ -152,7 +255,17 @@ def draw_sources(
 
 
 def apply_saturation(image: np.ndarray, mask: np.ndarray, level: float) -> None:
-    """Clip pixels above ``level`` and flag them SAT (in place)."""
+    """Clip pixels at or above ``level`` and flag them SAT (in place).
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        The image.
+    mask : `numpy.ndarray`
+        The mask of the image.
+    level : `float`
+        The saturation level.
+    """
     sat = image >= level
     image[sat] = level
     mask[sat] |= bit("SAT")
@@ -167,7 +280,23 @@ def add_nodata_rectangle(
 ) -> tuple[int, int, int, int]:
     """Blank a rectangle along one edge (NaN, NO_DATA), like vignetting or a missing amplifier.
 
-    Returns ``(x0, y0, width, height)`` of the blanked box.
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        The image (set to NaN in the box).
+    variance : `numpy.ndarray`
+        The variance (set to NaN in the box).
+    mask : `numpy.ndarray`
+        The mask (flagged NO_DATA in the box).
+    rng : `numpy.random.Generator`
+        The random number generator.
+    max_frac : `float`, optional
+        The largest length of the box, as a fraction of the side.
+
+    Returns
+    -------
+    box : `tuple` [`int`, `int`, `int`, `int`]
+        ``(x0, y0, width, height)`` of the blanked box.
     """
     h, w = image.shape
     side = int(rng.integers(4))
@@ -200,8 +329,27 @@ def add_cosmic_rays(
     """Add ``n`` cosmic-ray tracks (not PSF-convolved) in place.
 
     A fraction are flagged CR (found by the pipeline); the rest are left
-    for image differencing to find.  Returns ``(x0, y0, x1, y1, total_nJy)``
-    per track.
+    for image differencing to find.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        The image, in nJy.
+    mask : `numpy.ndarray`
+        The mask of the image.
+    n : `int`
+        The number of tracks.
+    gain : `float`
+        The gain, in nJy per photo-electron.
+    rng : `numpy.random.Generator`
+        The random number generator.
+    flagged_fraction : `float`, optional
+        The probability that a track is flagged CR.
+
+    Returns
+    -------
+    tracks : `list` [`tuple`]
+        ``(x0, y0, x1, y1, total_nJy)`` per track.
     """
     h, w = image.shape
     tracks = []
@@ -228,7 +376,23 @@ def add_hot_columns(
 ) -> list[tuple[int, int, int]]:
     """Add ``n`` unflagged hot column segments (a defect not in the defect list).
 
-    Returns ``(column, y_start, y_stop)`` per segment.
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        The image.
+    n : `int`
+        The number of segments.
+    sigma : `float`
+        The noise level; segments are 3.5 to 7 times brighter.
+    rng : `numpy.random.Generator`
+        The random number generator.
+    margin : `int`, optional
+        The number of columns left free at each side.
+
+    Returns
+    -------
+    segments : `list` [`tuple` [`int`, `int`, `int`]]
+        ``(column, y_start, y_stop)`` per segment.
     """
     h, w = image.shape
     cols = []
@@ -244,7 +408,26 @@ def add_hot_columns(
 def add_known_bad_columns(
     image: np.ndarray, mask: np.ndarray, n: int, rng: np.random.Generator, margin: int = 10
 ) -> list[int]:
-    """Add ``n`` known bad columns: flagged BAD and interpolated over (INTRP)."""
+    """Add ``n`` known bad columns: flagged BAD and interpolated over (INTRP).
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        The image.
+    mask : `numpy.ndarray`
+        The mask of the image.
+    n : `int`
+        The number of columns.
+    rng : `numpy.random.Generator`
+        The random number generator.
+    margin : `int`, optional
+        The number of columns left free at each side.
+
+    Returns
+    -------
+    columns : `list` [`int`]
+        The bad columns.
+    """
     h, w = image.shape
     cols = []
     for _ in range(n):

@@ -69,7 +69,15 @@ def _day_obs_timespan(day_obs: int) -> Timespan:
 
 
 def insert_dimension_records(butler: Butler, geometry: SurveyGeometry) -> None:
-    """Insert the instrument, sky-map and visit dimension records of a survey (idempotent)."""
+    """Insert the instrument, sky-map and visit dimension records of a survey (idempotent).
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        A writeable Butler.
+    geometry : `~lsst.meas.ml.simulate.geometry.SurveyGeometry`
+        The survey geometry.
+    """
     config = geometry.config
     registry = butler.registry
     MLSim(config.n_detectors).register(registry)
@@ -150,13 +158,29 @@ def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
 
     Parameters
     ----------
-    shape : `str`
+    butler : `lsst.daf.butler.Butler`
+        A writeable Butler.
+    survey : `~lsst.meas.ml.simulate.survey.SimulatedSurvey`
+        The simulated survey.
+    run : `str`, optional
+        The run collection to write.
+    chain : `str`, optional
+        The chained collection made to point at ``run``.
+    shape : `str`, optional
         ``"drp"``: per-detector templates (``template_detector``) and DIA
         sources (``dia_source_unstandardized``), as the current DRP writes
         them; ``"dp1"``: Data Preview 1's ``template_coadd`` per patch and
         band and one ``dia_source`` table per tract.
 
-    Returns the number of datasets written.
+    Returns
+    -------
+    n_datasets : `int`
+        The number of datasets written.
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is not one of `SHAPES`.
     """
     from ..butler import DATASET_TYPES, register_dataset_types
     from ..stack_images import coadd_frame, to_masked_image, to_visit_image

@@ -65,7 +65,18 @@ _WAVE = np.arange(60.0, 1400.0, 1.0)  # nm
 
 
 def band_edges_nm(band: str) -> tuple[float, float]:
-    """Blue and red edges (nm) of an LSST band."""
+    """Return the blue and red edges of an LSST band.
+
+    Parameters
+    ----------
+    band : `str`
+        The band (one of ``ugrizy``).
+
+    Returns
+    -------
+    blue, red : `float`
+        The edges, in nm.
+    """
     return _BAND_EDGES[band]
 
 
@@ -194,7 +205,18 @@ def _blackbody_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 def blackbody_colours(temperature: np.ndarray) -> np.ndarray:
-    """Magnitudes relative to r, ``m_b - m_r``, of black bodies: shape ``(n, 6)``."""
+    """Compute magnitudes relative to r, ``m_b - m_r``, of black bodies.
+
+    Parameters
+    ----------
+    temperature : `numpy.ndarray`
+        Temperatures, in K (clipped to 2500-40000 K).
+
+    Returns
+    -------
+    colours : `numpy.ndarray`
+        Shape ``(n, 6)``: one column per band of ``ugrizy``.
+    """
     temps, table = _blackbody_table()
     t = np.clip(np.atleast_1d(np.asarray(temperature, dtype=float)), temps[0], temps[-1])
     return np.stack([np.interp(t, temps, table[:, k]) for k in range(len(ALL_BANDS))], axis=1)

@@ -24,21 +24,38 @@ from typing import Any
 from lsst.daf.butler import Butler, CollectionType, DatasetRef, DatasetType
 from lsst.daf.butler.registry import MissingCollectionError
 
-from .butler.names import model_dataset_type, model_run
-from .packages import PackageError as _PackageError
+from ..packages import PackageError as _PackageError
+from .names import model_dataset_type, model_run
 
 __all__ = ["RegistrationError", "find_package", "model_dataset_type_for", "register_package"]
 
 
 class RegistrationError(_PackageError):
-    """A model package that cannot go into the collection asked for (a
-    `~lsst.meas.ml.packages.PackageError`, reported by ``meas-ml`` without a
-    traceback)."""
+    """A model package that cannot go into the collection asked for.
+
+    A `~lsst.meas.ml.packages.PackageError`, reported by ``meas-ml`` without
+    a traceback.
+    """
 
 
 def model_dataset_type_for(butler: Butler, family: str) -> DatasetType:
-    """Register (idempotently) and return ``ml_model_<family>``."""
-    dataset_type = DatasetType(model_dataset_type(family), (), "MLModelPackage", universe=butler.dimensions)
+    """Register (idempotently) and return ``ml_model_<family>``.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable Butler whose registry receives the dataset type.
+    family : `str`
+        Model family, e.g. ``"dia"``.
+
+    Returns
+    -------
+    dataset_type : `lsst.daf.butler.DatasetType`
+        The dimensionless ``MLModelPackage`` dataset type of the family.
+    """
+    dataset_type = DatasetType(
+        model_dataset_type(family), (), "MLModelPackage", universe=butler.dimensions
+    )
     butler.registry.registerDatasetType(dataset_type)
     return dataset_type
 
@@ -50,8 +67,9 @@ def _check_run(butler: Butler, package: Any, run: str) -> None:
     parts = run.strip("/").split("/")
     if len(parts) >= 2 and parts[0] == "models" and parts[1] != family:
         raise RegistrationError(
-            f"Cannot register the {family!r} model {package.name!r} in {run!r}: collections models/{parts[1]}/... "
-            f"hold {parts[1]!r} models. Use --run {default} (the default) or another RUN collection."
+            f"Cannot register the {family!r} model {package.name!r} in {run!r}: collections "
+            f"models/{parts[1]}/... hold {parts[1]!r} models. Use --run {default} (the default) or "
+            "another RUN collection."
         )
     try:
         info = butler.collections.get_info(run, include_summary=True)
@@ -87,9 +105,25 @@ def _check_run(butler: Butler, package: Any, run: str) -> None:
 def register_package(butler: Butler, package: Any, *, run: str | None = None) -> tuple[DatasetRef, str]:
     """Put ``package`` into ``butler`` (idempotent for the same checksum).
 
-    Returns the dataset reference and the RUN collection.  A different
-    package already stored in the same RUN is an error: versions are
-    immutable, bump the version instead.
+    A different package already stored in the same RUN is an error:
+    versions are immutable, bump the version instead.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable Butler to put the package into.
+    package : `lsst.meas.ml.packages.ModelPackage`
+        The model package.
+    run : `str`, optional
+        RUN collection to put it in; default ``models/<family>/<version>``.
+
+    Returns
+    -------
+    ref : `lsst.daf.butler.DatasetRef`
+        Reference of the stored package (the existing one when the same
+        package was already there).
+    run : `str`
+        The RUN collection used.
 
     Raises
     ------
@@ -100,7 +134,7 @@ def register_package(butler: Butler, package: Any, *, run: str | None = None) ->
     lsst.meas.ml.packages.PackageError
         If the RUN already holds a different package of the family.
     """
-    from .packages import PackageError
+    from ..packages import PackageError
 
     run = run or model_run(package.family, package.version)
     _check_run(butler, package, run)
@@ -121,7 +155,23 @@ def register_package(butler: Butler, package: Any, *, run: str | None = None) ->
 
 
 def find_package(butler: Butler, family: str, collections: Any) -> Any | None:
-    """The package of ``family`` found in ``collections``, or `None`."""
+    """Find the package of ``family`` in ``collections``.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Butler to search.
+    family : `str`
+        Model family, e.g. ``"dia"``.
+    collections : `str` or iterable of `str`
+        Collections to search, as for `lsst.daf.butler.Butler.find_dataset`.
+
+    Returns
+    -------
+    package : `lsst.meas.ml.packages.ModelPackage` or `None`
+        The package found, or `None` when there is none (or the collections
+        do not exist).
+    """
     try:
         ref = butler.find_dataset(model_dataset_type(family), collections=collections)
     except (MissingCollectionError, LookupError):
