@@ -61,6 +61,7 @@ lint: $(STAMP)
 
 # The whole suite; slow end-to-end checks run in their reduced form.
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	MEAS_ML_TEST_SCALE=reduced $(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS) tests
 
 # The same with slow checks at full size.

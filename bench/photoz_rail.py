@@ -5,7 +5,7 @@ All three estimators are trained on RAIL's cosmoDC2 training file
 (``test_dc2_training_9816.hdf5``, 10,225 galaxies) and evaluated on its
 validation file (``test_dc2_validation_9816.hdf5``, 20,449 galaxies), both
 shipped in ``pz-rail-base``, in the same process on the same CPU threads,
-and scored by the same code (`lsst.meas.ml.metrics`): point metrics on the
+and scored by the same code (`lsst.meas.ml.photoz.metrics`): point metrics on the
 PDF mode (as RAIL reports them), PIT KS and CRPS on each estimator's PDF
 converted to the same 301-point grid (0 to 3).
 
@@ -75,7 +75,7 @@ def to_flux_inputs(data: dict[str, np.ndarray]) -> np.ndarray:
 def score(
     name: str, mode: np.ndarray, pdf: np.ndarray, z: np.ndarray, train_s: float, n_per_s: float
 ) -> dict:
-    from lsst.meas.ml import metrics
+    from lsst.meas.ml.photoz import metrics
 
     m = metrics.photoz_metrics(mode, z, pdf=pdf, edges=GRID_EDGES)
     return dict(
@@ -104,8 +104,8 @@ def rebin_cdf(cdf_at_edges: np.ndarray) -> np.ndarray:
 def run_ours(train: dict, valid: dict, args: argparse.Namespace) -> tuple[dict, dict]:
     import torch
     from lsst.meas.ml.engine import InferenceConfig, InferenceEngine
-    from lsst.meas.ml.metrics import pit, plot_photoz_vs_true, plot_pit
     from lsst.meas.ml.photoz.features import PhotozColumns
+    from lsst.meas.ml.photoz.metrics import pit, plot_photoz_vs_true, plot_pit
     from lsst.meas.ml.photoz.pdf import compact_storage_report
     from lsst.meas.ml.photoz.predict import predict_photoz
     from lsst.meas.ml.photoz.train import PhotozTrainingConfig, train_photoz
@@ -146,12 +146,12 @@ def run_ours(train: dict, valid: dict, args: argparse.Namespace) -> tuple[dict, 
     pred_s = time.perf_counter() - t0
     edges = np.asarray(package.outputs["bin_edges"])
     pdf = np.asarray(catalog["photoz_pdf"], dtype=np.float64)
-    from lsst.meas.ml.metrics import cdf_on_grid
+    from lsst.meas.ml.photoz.metrics import cdf_on_grid
 
     pdf_grid = rebin_cdf(cdf_on_grid(pdf, edges, GRID_EDGES))
     z = valid["redshift"]
     row = score("meas_ml MBRNN", np.asarray(catalog["photoz_mode"]), pdf_grid, z, train_s, len(z) / pred_s)
-    from lsst.meas.ml.metrics import photoz_metrics
+    from lsst.meas.ml.photoz.metrics import photoz_metrics
 
     native = photoz_metrics(np.asarray(catalog["photoz_mode"]), z, pdf=pdf, edges=edges)
     row["pit_ks_native_bins"] = native["pit_ks"]

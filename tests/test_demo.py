@@ -43,4 +43,4 @@ def test_demo_runs_twice_and_leaves_readable_catalogs(tmp_path, capsys):
               for i in range(meta["LSST.BUTLER.N_INPUTS"])}
     assert inputs["ml_model_photoz"].startswith("models/photoz/demo-seed")
     model = butler.get("ml_model_photoz", collections=inputs["ml_model_photoz"])
-    assert meta["photoz_model"]["sha256"] == model.sha256
+    assert meta["ml_model"]["sha256"] == model.sha256 and meta["ml_model"]["family"] == "photoz"

@@ -13,7 +13,7 @@ from astropy.table import Table
 from lsst.meas.ml.alerts import read_alerts
 from lsst.meas.ml.dia.alert_scoring import score_alerts
 from lsst.meas.ml.dia.bench import make_detector
-from lsst.meas.ml.dia.data import (
+from lsst.meas.ml.dia.features import (
     CHANNELS,
     CLASS_COLUMNS,
     CLASS_NAMES,
@@ -21,7 +21,7 @@ from lsst.meas.ml.dia.data import (
     DiaDataError,
     make_channels,
 )
-from lsst.meas.ml.dia.scoring import FLAG_BITS
+from lsst.meas.ml.dia.predict import FLAG_BITS
 from lsst.meas.ml.dia.task import ClassifyDiaSourcesConfig, ClassifyDiaSourcesTask
 from lsst.meas.ml.dia.train import DiaTrainingConfig, TrainingSet, alert_training_set, train_dia
 from lsst.meas.ml.engine import InferenceEngine, dihedral_average
@@ -254,7 +254,7 @@ def test_train_on_real_ztf_stamps_quickly(tmp_path):
 
 
 def test_fast_median_matches_numpy_with_and_without_nan():
-    from lsst.meas.ml.dia.data import _fast_median
+    from lsst.meas.ml.dia.features import _fast_median
 
     rng = np.random.default_rng(2)
     a = rng.normal(size=(50, 3, 41)).astype(np.float32)

@@ -15,8 +15,8 @@ from lsst.daf.butler import Butler
 from lsst.meas.ml.butler.registration import register_package
 from lsst.meas.ml.cli import main
 from lsst.meas.ml.dia.cli import default_package_path
-from lsst.meas.ml.dia.data import CLASS_COLUMNS
-from lsst.meas.ml.dia.scoring import FLAG_BITS
+from lsst.meas.ml.dia.features import CLASS_COLUMNS
+from lsst.meas.ml.dia.predict import FLAG_BITS
 from lsst.meas.ml.packages import ModelPackage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,8 @@ from lsst.meas.ml.packages import (
 )
 from lsst.meas.ml.photoz.features import PhotozInputError
 from lsst.meas.ml.photoz.predict import DEFAULT_PACKAGE_PATH, PhotozFlag, predict_photoz
-from lsst.meas.ml.photoz.synthetic import make_photometric_catalog
 from lsst.meas.ml.photoz.tables import read_table, write_table
+from lsst.meas.ml.simulate.photometry import make_photometric_catalog
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RUBIN = DATA / "rubin_alerts" / "lsstcam_alerts_2026-01.parquet"

@@ -1,10 +1,10 @@
-"""The metrics module against values computed by hand."""
+"""The photo-z metrics (lsst.meas.ml.photoz.metrics) against hand-computed cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from lsst.meas.ml import metrics
+from lsst.meas.ml.photoz import metrics
 
 
 def test_sigma_nmad_and_bias_by_hand():

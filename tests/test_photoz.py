@@ -14,9 +14,9 @@ from lsst.meas.ml.packages import ModelPackage, PackageError
 from lsst.meas.ml.photoz.features import PhotozColumns, PhotozInputError
 from lsst.meas.ml.photoz.influence import influence_table, rank_for_spectroscopy, training_influence
 from lsst.meas.ml.photoz.predict import DEFAULT_PACKAGE_PATH, PhotozFlag, predict_photoz
-from lsst.meas.ml.photoz.synthetic import make_photometric_catalog
 from lsst.meas.ml.photoz.tables import read_table, write_table
 from lsst.meas.ml.photoz.train import PhotozTrainingConfig, train_photoz, train_photoz_table
+from lsst.meas.ml.simulate.photometry import make_photometric_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["objectId", "photoz_mean", "photoz_mode", "photoz_median", "photoz_std", "photoz_lo68",
@@ -59,7 +59,7 @@ def test_training_on_a_small_table_learns_and_records_metrics(trained, catalogs)
     # Held-out galaxies: far better than guessing the mean redshift (sigma_NMAD ~0.4 here).
     _, test = catalogs
     out = predict_photoz(pkg, test)
-    from lsst.meas.ml.metrics import photoz_metrics
+    from lsst.meas.ml.photoz.metrics import photoz_metrics
 
     m = photoz_metrics(np.asarray(out["photoz_mode"]), np.asarray(test["redshift"]))
     assert m["sigma_nmad"] < 0.1 and m["outlier_frac"] < 0.25

@@ -28,8 +28,8 @@ from lsst.meas.ml.photoz.predict import (
     predict_photoz_chunked,
     predict_photoz_file,
 )
-from lsst.meas.ml.photoz.synthetic import make_photometric_catalog
 from lsst.meas.ml.photoz.tables import TableChunks, TableReadError, read_table, write_table
+from lsst.meas.ml.simulate.photometry import make_photometric_catalog
 
 N = 3000
 BATCH = 256  # forward batch of both paths

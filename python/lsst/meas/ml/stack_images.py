@@ -527,10 +527,10 @@ def _visit_kwargs(
     detector_name: str,
     mjd: float,
     exposure_time: float,
-    psf_fwhm_pixels: float | None,
-    psf_image: npt.ArrayLike | None,
-    detector_bbox: li.Box | None,
-    unit: u.UnitBase,
+    psf_fwhm_pixels: float | None = None,
+    psf_image: npt.ArrayLike | None = None,
+    detector_bbox: li.Box | None = None,
+    unit: u.UnitBase = u.nJy,
 ) -> dict[str, Any]:
     """Return constructor keyword arguments shared by visit/difference images.
 
@@ -662,70 +662,28 @@ def make_difference_image(
     mask_bits_by_plane: Mapping[str, npt.ArrayLike],
     variance: npt.ArrayLike,
     *,
-    x0: int,
-    y0: int,
-    fits_wcs: astropy.wcs.WCS,
-    band: str,
-    physical_filter: str,
-    instrument: str,
-    visit: int,
-    detector_id: int,
-    detector_name: str,
-    mjd: float,
-    exposure_time: float,
-    psf_fwhm_pixels: float | None = None,
-    psf_image: npt.ArrayLike | None = None,
-    detector_bbox: li.Box | None = None,
-    unit: u.UnitBase = u.nJy,
     kernel: Any | None = None,
     templates: Iterable[li.DifferenceImageTemplateInfo] | None = None,
+    **kwargs: Any,
 ) -> li.DifferenceImage:
     """Build a `lsst.images.DifferenceImage` from plain arrays.
 
     Parameters
     ----------
-    image : `numpy.typing.ArrayLike`
-        2-D float array ``[y, x]`` (stored as float32).
-    mask_bits_by_plane : `~collections.abc.Mapping` [`str`, `numpy.typing.ArrayLike`]
+    image : array-like
+        2-D difference pixels ``[y, x]`` (stored as float32).
+    mask_bits_by_plane : `~collections.abc.Mapping` [`str`, array-like]
         Plane name (legacy spelling fine) -> 2-D boolean array.
-    variance : `numpy.typing.ArrayLike`
-        2-D float variance array ``[y, x]`` (stored as float32).
-    x0, y0 : `int`
-        Detector-frame coordinates of ``image[0, 0]``.
-    fits_wcs : `astropy.wcs.WCS`
-        TAN(-SIP) WCS in local zero-based array coordinates.
-    band : `str`
-        Band (``"r"``); required.
-    physical_filter : `str`
-        Physical filter (``"r_57"``); required.
-    instrument : `str`
-        Instrument (butler dimension) name.
-    visit : `int`
-        Visit ID.
-    detector_id : `int`
-        Detector ID.
-    detector_name : `str`
-        Detector name.
-    mjd : `float`
-        Exposure start (MJD, TAI).
-    exposure_time : `float`
-        Exposure time in seconds.
-    psf_fwhm_pixels : `float`, optional
-        PSF FWHM in pixels (Gaussian PSF).
-    psf_image : `numpy.typing.ArrayLike`, optional
-        PSF stamp used to estimate the FWHM when ``psf_fwhm_pixels`` is
-        `None`.
-    detector_bbox : `lsst.images.Box`, optional
-        Full detector bbox; defaults to the image bbox.
-    unit : `astropy.units.UnitBase`, optional
-        Image unit (required by `VisitImage`; default nJy).
-    kernel : `~typing.Any`, optional
-        Optional `lsst.images.convolution_kernels.ConvolutionKernel` (the
-        template-matching kernel); accessing ``.kernel`` raises
+    variance : array-like
+        2-D variance ``[y, x]`` (stored as float32).
+    kernel : `lsst.images.convolution_kernels.ConvolutionKernel`, optional
+        The template-matching kernel; accessing ``.kernel`` raises
         `AttributeError` when absent.
-    templates : `~collections.abc.Iterable` [`lsst.images.DifferenceImageTemplateInfo`], optional
-        Optional `lsst.images.DifferenceImageTemplateInfo` records;
-        ``.templates`` raises `AttributeError` when absent.
+    templates : iterable of `lsst.images.DifferenceImageTemplateInfo`, optional
+        Template records; ``.templates`` raises `AttributeError` when absent.
+    **kwargs
+        The keyword arguments of `make_visit_image` (position, WCS, band,
+        identity of the observation, PSF, unit).
 
     Returns
     -------
@@ -733,28 +691,7 @@ def make_difference_image(
         The assembled difference image.
     """
     return li.DifferenceImage(
-        **_visit_kwargs(
-            image,
-            mask_bits_by_plane,
-            variance,
-            x0=x0,
-            y0=y0,
-            fits_wcs=fits_wcs,
-            band=band,
-            physical_filter=physical_filter,
-            instrument=instrument,
-            visit=visit,
-            detector_id=detector_id,
-            detector_name=detector_name,
-            mjd=mjd,
-            exposure_time=exposure_time,
-            psf_fwhm_pixels=psf_fwhm_pixels,
-            psf_image=psf_image,
-            detector_bbox=detector_bbox,
-            unit=unit,
-        ),
-        kernel=kernel,
-        templates=templates,
+        **_visit_kwargs(image, mask_bits_by_plane, variance, **kwargs), kernel=kernel, templates=templates
     )
 
 

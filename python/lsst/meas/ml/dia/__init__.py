@@ -1,8 +1,8 @@
 """Difference-image source classification: reliability (real/bogus) and a
 coarse class for every DIA source.
 
-Modules: `~lsst.meas.ml.dia.data` (stamps, channels, labels),
-`~lsst.meas.ml.dia.scoring` (score table), `~lsst.meas.ml.dia.task`
+Modules: `~lsst.meas.ml.dia.features` (stamps, channels, labels),
+`~lsst.meas.ml.dia.predict` (score table), `~lsst.meas.ml.dia.task`
 (``ClassifyDiaSourcesTask``), `~lsst.meas.ml.dia.alert_scoring` (alert
 packets), `~lsst.meas.ml.dia.train` (trainer), `~lsst.meas.ml.metrics`
 (metrics), `~lsst.meas.ml.dia.bench` (latency), `~lsst.meas.ml.dia.cli`

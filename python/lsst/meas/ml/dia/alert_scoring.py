@@ -24,8 +24,8 @@ from ..alerts import CUTOUT_NAMES, AlertError, AlertRecord, read_cutout
 from ..cutouts import cut_stamps
 from ..engine import InferenceEngine
 from ..packages import ModelPackage
-from .data import StampSet, _stampset_from, bad_psf
-from .scoring import check_package, score_stamps
+from .features import StampSet, _stampset_from, bad_psf
+from .predict import check_package, score_stamps
 
 __all__ = ["AlertStamps", "alert_stamps", "score_alerts"]
 
@@ -129,14 +129,14 @@ def score_alerts(
         The engine that runs the model (default: a new one with the default
         configuration).
     dihedral : `str`, optional
-        Rotation-averaging policy (`~lsst.meas.ml.dia.scoring.DIHEDRAL_CHOICES`).
+        Rotation-averaging policy (`~lsst.meas.ml.dia.predict.DIHEDRAL_CHOICES`).
     max_nan_fraction : `float`, optional
         ``flag_nan`` is set above this fraction of NaN stamp pixels.
 
     Returns
     -------
     table : `astropy.table.Table`
-        The columns of `lsst.meas.ml.dia.scoring` plus ``reference_score``
+        The columns of `lsst.meas.ml.dia.predict` plus ``reference_score``
         (the survey's own score: Rubin ``reliability`` or ZTF ``drb``) and
         ``survey``; one row per alert, in input order.
     """

@@ -27,8 +27,8 @@ from ..bench import best_time
 from ..engine import InferenceConfig, InferenceEngine
 from ..images import PixelPlanes
 from ..packages import ModelPackage
-from .data import cut_source_stamps
-from .scoring import predict_probabilities
+from .features import cut_source_stamps
+from .predict import predict_probabilities
 
 __all__ = ["make_detector", "run_benchmark"]
 

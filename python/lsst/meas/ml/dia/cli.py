@@ -141,7 +141,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..engine import InferenceConfig, InferenceEngine
     from ..fileio import atomic_output, refuse_output_over_input
     from .alert_scoring import score_alerts
-    from .scoring import check_package
+    from .predict import check_package
 
     refuse_output_over_input(args.out, [*args.alerts, args.model, args.schema])
     package = _load_package(args.model)

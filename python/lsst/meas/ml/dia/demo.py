@@ -10,7 +10,7 @@ from astropy.table import vstack
 
 from .. import metrics
 from ..packages import ModelPackage
-from .data import CLASS_NAMES
+from .features import CLASS_NAMES
 from .train import DiaTrainingConfig, survey_training_set, train_dia
 
 __all__ = ["summarize", "train_demo_package"]

@@ -24,7 +24,7 @@ from ..alerts import read_alerts
 from ..engine import InferenceEngine
 from ..packages import ModelPackage
 from .alert_scoring import score_alerts
-from .scoring import predict_probabilities
+from .predict import predict_probabilities
 from .train import TrainingSet, alert_training_set, butler_training_set, evaluate
 
 __all__ = ["quality_report", "rotation_spread", "template_comparison"]

@@ -6,7 +6,7 @@ the DIA sources of that detector (from a per-detector table, or from a
 per-tract table such as Data Preview 1's ``dia_source``, see
 ``diaSourceLevel``); cuts stamps for all sources at once; runs the
 ``ml_model_dia`` package through the shared inference engine; and writes
-``ml_dia_scores`` (columns in `lsst.meas.ml.dia.scoring`).
+``ml_dia_scores`` (columns in `lsst.meas.ml.dia.predict`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ..butler.names import CURRENT_NAMES
 from ..engine import InferenceConfig, InferenceEngine
 from ..images import PixelPlanes
 from ..packages import ModelPackage
-from .data import DiaDataError, StampSet, bad_psf, cut_source_stamps, derived_template
-from .scoring import DIHEDRAL_CHOICES, check_package, score_stamps
+from .features import DiaDataError, StampSet, bad_psf, cut_source_stamps, derived_template
+from .predict import DIHEDRAL_CHOICES, check_package, score_stamps
 
 __all__ = ["ClassifyDiaSourcesConfig", "ClassifyDiaSourcesConnections", "ClassifyDiaSourcesTask"]
 

@@ -39,7 +39,7 @@ from ..models import build_model
 from ..packages import ModelPackage
 from ..training import TrainingResult
 from .alert_scoring import alert_stamps
-from .data import (
+from .features import (
     CHANNELS,
     CLASS_COLUMNS,
     CLASS_NAMES,
@@ -50,7 +50,7 @@ from .data import (
     DiaDataError,
     cut_source_stamps,
 )
-from .scoring import predict_probabilities
+from .predict import predict_probabilities
 
 __all__ = [
     "DiaTrainingConfig",

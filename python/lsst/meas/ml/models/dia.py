@@ -2,7 +2,7 @@
 
 Input: ``(N, C, S, S)`` stamps (by default the four channels science,
 template, difference and variance-normalised difference, as
-`lsst.meas.ml.dia.data.make_channels` prepares them).  Output: ``(N, K)``
+`lsst.meas.ml.dia.features.make_channels` prepares them).  Output: ``(N, K)``
 class logits; the reliability (real/bogus) score is one minus the
 probability of the ``artifact`` class, so one head serves both and
 real/bogus-only labels train it through the marginal probability.

@@ -1,7 +1,7 @@
 """``meas-ml bench photoz-memory``: peak memory and throughput of the streaming photo-z prediction.
 
 For each size, a synthetic input Parquet file with the model's flux columns
-(`lsst.meas.ml.photoz.synthetic.make_photometric_catalog`) is written, and
+(`lsst.meas.ml.simulate.photometry.make_photometric_catalog`) is written, and
 the prediction runs in a fresh child process (``python -m
 lsst.meas.ml.photoz.bench --child ...``), so that its peak resident memory
 is its own: the parent reads it with `os.wait4` (the ``ru_maxrss`` that
@@ -47,15 +47,29 @@ def write_synthetic_input(path: str, rows: int, *, model: str | None = None, see
     row group up to 1,048,576 rows, as pyarrow writes by default); it also
     holds ``redshift``, a column the prediction does not read.
 
+    Parameters
+    ----------
+    path : `str`
+        Path of the Parquet file to write.
+    rows : `int`
+        Number of synthetic galaxies.
+    model : `str` or `None`, optional
+        Model package to take the flux columns (and E(B-V) column, filled
+        with 0.02) from; `None` for the shipped default package.
+    seed : `int`, optional
+        Seed of the synthetic catalogue.
+
     Returns
     -------
     path : `str`
+        The path written, as `~lsst.meas.ml.photoz.tables.write_table`
+        returns it.
     """
     import numpy as np
 
     from ..packages import ModelPackage
+    from ..simulate.photometry import make_photometric_catalog
     from .predict import columns_for_package, default_package
-    from .synthetic import make_photometric_catalog
     from .tables import write_table
 
     package = ModelPackage.load(model) if model else default_package()
@@ -118,12 +132,35 @@ def run_child(
 ) -> dict[str, Any]:
     """Run one mode in a fresh child process; its figures, with ``peak_mb`` from `os.wait4`.
 
+    Parameters
+    ----------
+    mode : `str`
+        ``"floor"``, ``"stream"`` or ``"whole"``.
+    input_path : `str`
+        Input Parquet file.
+    out : `str`
+        Output file of the prediction (not written by ``floor``).
+    pdf_format : `str`, optional
+        PDF format of the prediction (``"full"``, ``"quantiles"`` or
+        ``"both"``).
+    chunk_size : `int`, optional
+        Rows per chunk of the streaming prediction.
+    model : `str` or `None`, optional
+        Model package; `None` for the shipped default package.
+    threads : `int`, optional
+        Torch threads of the child; 0 leaves torch's default.
+
     Returns
     -------
     figures : `dict`
         ``mode``, ``rows``, ``seconds`` (the work, without the imports),
         ``rows_per_s``, ``peak_mb`` (peak resident set of the child, MiB)
         and ``wall_s`` (the whole child).
+
+    Raises
+    ------
+    RuntimeError
+        Raised if the child exits with a non-zero status.
     """
     cmd = [sys.executable, "-m", "lsst.meas.ml.photoz.bench", "--child", mode, input_path, out, pdf_format,
            str(chunk_size), model or "-", str(threads)]
@@ -158,6 +195,25 @@ def run_memory_benchmark(
     threads: int = 0,
 ) -> dict[str, Any]:
     """Measure the streaming prediction at each size, and the whole-table baseline up to a size.
+
+    Parameters
+    ----------
+    rows : `~collections.abc.Sequence` [`int`], optional
+        Row counts to measure (deduplicated and sorted); the ``floor`` run
+        uses the smallest.
+    pdf_format : `str`, optional
+        PDF format of the prediction (``"full"``, ``"quantiles"`` or
+        ``"both"``).
+    chunk_size : `int`, optional
+        Rows per chunk of the streaming prediction.
+    model : `str` or `None`, optional
+        Model package; `None` for the shipped default package.
+    baseline_max_rows : `int`, optional
+        Largest row count at which the whole-table baseline also runs.
+    workdir : `str` or `None`, optional
+        Directory for the temporary files; `None` for the system default.
+    threads : `int`, optional
+        Torch threads of each child; 0 leaves torch's default.
 
     Returns
     -------
@@ -201,7 +257,18 @@ def run_memory_benchmark(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Format the benchmark's table and ratios as text."""
+    """Format the benchmark's table and ratios as text.
+
+    Parameters
+    ----------
+    report : `dict`
+        A report from `run_memory_benchmark`.
+
+    Returns
+    -------
+    text : `str`
+        The table of runs and the ratios, one line each.
+    """
     lines = [
         f"photo-z prediction memory (pdf format {report['pdf_format']}, chunk {report['chunk_size']} rows, "
         f"model {report['model']})",
@@ -224,7 +291,18 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m lsst.meas.ml.photoz.bench`` (``--child`` runs one measured child)."""
+    """Entry point of ``python -m lsst.meas.ml.photoz.bench`` (``--child`` runs one measured child).
+
+    Parameters
+    ----------
+    argv : `~collections.abc.Sequence` [`str`] or `None`, optional
+        Command-line arguments; `None` for ``sys.argv[1:]``.
+
+    Returns
+    -------
+    rc : `int`
+        Exit status.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--child"]:
         return _child(argv[1:])

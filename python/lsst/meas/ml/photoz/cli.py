@@ -143,7 +143,7 @@ def _read_butler_training(args: argparse.Namespace, columns: Any) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..fileio import refuse_output_over_input
-    from ..metrics import pit, plot_photoz_vs_true, plot_pit
+    from .metrics import pit, plot_photoz_vs_true, plot_pit
     from .pdf import summarize_pdf
     from .train import PhotozTrainingConfig, train_photoz_table
 
@@ -195,7 +195,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(subparsers: Any) -> None:
-    """Add ``photoz`` under ``meas-ml train``."""
+    """Add ``photoz`` under ``meas-ml train``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-parsers action of ``meas-ml train``, from
+        `argparse.ArgumentParser.add_subparsers`.
+    """
     p = subparsers.add_parser(
         "photoz", help="Train the MBRNN photo-z network from a table file or a Butler.",
         description="Train an MBRNN photo-z ensemble and write a model package whose manifest carries the "
@@ -281,7 +288,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_predict_parser(subparsers: Any) -> None:
-    """Add ``photoz`` under ``meas-ml predict``."""
+    """Add ``photoz`` under ``meas-ml predict``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-parsers action of ``meas-ml predict``, from
+        `argparse.ArgumentParser.add_subparsers`.
+    """
     from .predict import DEFAULT_CHUNK_SIZE, DEFAULT_PACKAGE_PATH
 
     p = subparsers.add_parser(
@@ -326,7 +340,14 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> None:
-    """Add ``photoz-memory`` under ``meas-ml bench``."""
+    """Add ``photoz-memory`` under ``meas-ml bench``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-parsers action of ``meas-ml bench``, from
+        `argparse.ArgumentParser.add_subparsers`.
+    """
     from .predict import DEFAULT_CHUNK_SIZE
 
     p = subparsers.add_parser(
@@ -414,7 +435,14 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``photoz-influence`` and ``photoz-rank`` to ``meas-ml``."""
+    """Add ``photoz-influence`` and ``photoz-rank`` to ``meas-ml``.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The sub-parsers action of ``meas-ml`` itself, from
+        `argparse.ArgumentParser.add_subparsers`.
+    """
     p = subparsers.add_parser(
         "photoz-influence", help="Training galaxies that influenced chosen photo-z predictions most.",
         description="Last-layer TracIn influence of each training galaxy on the chosen predictions.",

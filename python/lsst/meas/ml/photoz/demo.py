@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from astropy.table import Table, join, vstack
 
-from ..metrics import outlier_fraction, sigma_nmad
 from ..packages import ModelPackage
 from .features import PhotozColumns
+from .metrics import outlier_fraction, sigma_nmad
 from .predict import PhotozFlag
 from .train import PhotozTrainingConfig, train_photoz_table
 
@@ -37,7 +37,24 @@ def _labelled(objects: Table, redshifts: Table, z_column: str) -> Table:
 
 
 def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) -> ModelPackage:
-    """Train the demo's photo-z model (calibration field + the repository's spec-z)."""
+    """Train the demo's photo-z model (calibration field + the repository's spec-z).
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        The demo repository; its ``mlsim_config`` gives the simulated
+        survey and seed, and its ``specz`` and ``object`` datasets the
+        spectroscopic galaxies added to the calibration field.
+    collections : `~collections.abc.Sequence` [`str`]
+        Collections to read from.
+    workdir : `str`
+        Working directory (not used at present).
+
+    Returns
+    -------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The trained package, with version ``"demo"``.
+    """
     from ..simulate import SurveyConfig, simulate_catalog
 
     collections = list(collections)
@@ -61,7 +78,9 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
         config,
         provenance={
             "training_data": {
-                "calibration_field": {"simulated_survey": stored["name"], "seed": seed, "galaxies": len(calibration)},
+                "calibration_field": {
+                    "simulated_survey": stored["name"], "seed": seed, "galaxies": len(calibration)
+                },
                 "specz_from": collections,
                 "rows": len(table),
             }
@@ -74,17 +93,32 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
 
 
 def summarize(butler: Any, collections: Any) -> list[str]:
-    """Photo-z quality of ``ml_photoz`` against ``truth_object``, per tract.
+    """Summarize the photo-z quality of ``ml_photoz`` against ``truth_object``, per tract.
 
     Figures for all galaxies and for the LSST "gold" selection i < 25.3
     (the simulated object table goes to the coadds' detection limit, where
     the photometry alone cannot pin the redshift down).
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        The repository holding ``ml_photoz``, ``truth_object`` and
+        ``object``.
+    collections : `~typing.Any`
+        Collections to read from (anything the Butler accepts).
+
+    Returns
+    -------
+    lines : `list` [`str`]
+        One line per tract and one per selection, or a single line saying
+        that no ``ml_photoz`` was written.
     """
     lines = []
     for ref in butler.query_datasets("ml_photoz", collections=collections, explain=False):
         cat = butler.get(ref)
         truth = butler.get("truth_object", ref.dataId, collections=collections)
-        objects = butler.get("object", ref.dataId, collections=collections, parameters={"columns": ["objectId", "i_cModelFlux"]})
+        objects = butler.get("object", ref.dataId, collections=collections,
+                             parameters={"columns": ["objectId", "i_cModelFlux"]})
         both = join(cat["objectId", "photoz_mode", "photoz_flags"], truth["objectId", "redshift", "is_star"],
                     keys="objectId")
         both = join(both, objects, keys="objectId")

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from ..errors import MeasMlUserError
 from ..models.photoz_features import (
     COLOUR_MODES,
@@ -80,11 +81,13 @@ def _column_names(table: Any) -> list[str]:
         return [str(c) for c in table.columns]
     if isinstance(table, Mapping):
         return list(table.keys())
-    raise TypeError(f"Cannot read columns from a {type(table).__name__}; pass an astropy, pandas or Arrow table.")
+    raise TypeError(
+        f"Cannot read columns from a {type(table).__name__}; pass an astropy, pandas or Arrow table."
+    )
 
 
 def _column_type(table: Any, name: str, col: Any) -> str:
-    """The type of a column as its table describes it (Arrow type, else numpy/pandas dtype)."""
+    """Return the type of a column as its table describes it (Arrow type, else numpy/pandas dtype)."""
     schema = getattr(table, "schema", None)
     if schema is not None and hasattr(schema, "field"):  # pyarrow
         try:
@@ -100,12 +103,12 @@ def _column_type(table: Any, name: str, col: Any) -> str:
 
 
 def _is_missing(value: Any) -> bool:
-    """None, a masked value or pandas' NA: a missing number, not a wrong type."""
+    """Return whether ``value`` is None, a masked value or pandas' NA: a missing number, not a wrong type."""
     return value is None or value is np.ma.masked or type(value).__name__ == "NAType"
 
 
 def _numeric_or_none(values: np.ndarray) -> tuple[np.ndarray | None, list[Any]]:
-    """An object array as float64 (missing -> NaN), or `None` and up to three non-numbers."""
+    """Convert an object array to float64 (missing -> NaN), else return `None` and up to three non-numbers."""
     import numbers
 
     bad = []
@@ -125,7 +128,7 @@ def _numeric_or_none(values: np.ndarray) -> tuple[np.ndarray | None, list[Any]]:
 
 
 def _column(table: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
-    """Column ``name`` of any table as a numpy array of ``dtype``.
+    """Return column ``name`` of any table as a numpy array of ``dtype``.
 
     Raises
     ------
@@ -177,7 +180,7 @@ def _n_rows(table: Any) -> int:
 class PhotozColumns:
     """Names of the table columns a photo-z model reads.
 
-    Parameters
+    Attributes
     ----------
     bands : `tuple` [`str`]
         Bands in wavelength order (colours are taken between neighbours).
@@ -228,14 +231,37 @@ class PhotozColumns:
         return 2 * len(self.bands) + (1 if self.ebv_column else 0)
 
     def columns(self, *, with_id: bool = True) -> list[str]:
-        """All columns to read from a table (for column-selective reads)."""
+        """Return all columns to read from a table (for column-selective reads).
+
+        Parameters
+        ----------
+        with_id : `bool`, optional
+            Whether to include `id_column` (first).
+
+        Returns
+        -------
+        names : `list` [`str`]
+            The id column (if ``with_id``), the flux columns, the flux-error
+            columns and the E(B-V) column (if any), in that order.
+        """
         names = ([self.id_column] if with_id else []) + self.flux_columns + self.flux_err_columns
         if self.ebv_column:
             names.append(self.ebv_column)
         return names
 
     def absent_bands(self, available: Sequence[str]) -> list[str]:
-        """Bands whose flux or flux-error column is not in ``available``."""
+        """Return the bands whose flux or flux-error column is not in ``available``.
+
+        Parameters
+        ----------
+        available : `~collections.abc.Sequence` [`str`]
+            Column names of a table.
+
+        Returns
+        -------
+        bands : `list` [`str`]
+            The absent bands, in the order of `bands`.
+        """
         have = set(available)
         return [
             b
@@ -246,6 +272,12 @@ class PhotozColumns:
     def extract(self, table: Any) -> np.ndarray:
         """Read the model input array from ``table``.
 
+        Parameters
+        ----------
+        table : `~typing.Any`
+            An astropy, pandas or pyarrow table, or a mapping of column
+            names to arrays.
+
         Returns
         -------
         inputs : `numpy.ndarray`, (N, `n_inputs`), float32
@@ -255,7 +287,7 @@ class PhotozColumns:
         ------
         PhotozInputError
             If a band's columns are absent and ``missing_band="error"``, or
-            the E(B-V) column is absent.
+            the E(B-V) column is absent, or a column read is not numeric.
         """
         names = _column_names(table)
         absent = self.absent_bands(names)
@@ -314,6 +346,13 @@ def magnitudes_to_fluxes(
         a measured zero flux with that 1-sigma limit as its error, which keeps
         the information that the object is faint in that band.  Otherwise
         non-detections become NaN, i.e. a missing band.
+
+    Returns
+    -------
+    flux, flux_err : `numpy.ndarray`
+        Fluxes and their errors (float64); NaN where the magnitude is a
+        non-detection or its error is not finite or not positive (except
+        non-detections with a limit in the error column, as above).
     """
     mag = np.asarray(mag, dtype=np.float64)
     mag_err = np.asarray(mag_err, dtype=np.float64)
@@ -341,11 +380,38 @@ def flux_table_from_magnitudes(
     flux_err_template: str = DEFAULT_FLUX_ERR_TEMPLATE,
     keep: Sequence[str] = (),
 ) -> Any:
-    """An astropy table of nJy fluxes from a table of AB magnitudes.
+    """Make an astropy table of nJy fluxes from a table of AB magnitudes.
 
     Non-detections (magnitude 99) whose error column holds a limiting
     magnitude become zero fluxes with that limit as 1-sigma error (see
     `magnitudes_to_fluxes`); columns named in ``keep`` are copied.
+
+    Parameters
+    ----------
+    table : `~typing.Any`
+        An astropy, pandas or pyarrow table, or a mapping of column names
+        to arrays, holding the magnitudes.
+    bands : `~collections.abc.Sequence` [`str`]
+        Bands to convert.
+    mag_template, mag_err_template : `str`
+        Templates (with a ``{band}`` field) of the magnitude and
+        magnitude-error columns.
+    flux_template, flux_err_template : `str`, optional
+        Templates of the flux and flux-error columns to write.
+    keep : `~collections.abc.Sequence` [`str`], optional
+        Columns copied unchanged, first, when ``table`` has them (absent
+        ones are skipped).
+
+    Returns
+    -------
+    fluxes : `astropy.table.Table`
+        The kept columns, then a flux and a flux-error column per band.
+
+    Raises
+    ------
+    PhotozInputError
+        If a band's magnitude or magnitude-error column is absent, or a
+        magnitude column is not numeric.
     """
     from astropy.table import Table
 
@@ -358,10 +424,13 @@ def flux_table_from_magnitudes(
         m_col, e_col = mag_template.format(band=band), mag_err_template.format(band=band)
         if m_col not in names or e_col not in names:
             raise PhotozInputError(
-                f"The input table lacks the magnitude columns {[c for c in (m_col, e_col) if c not in names]} "
+                "The input table lacks the magnitude columns "
+                f"{[c for c in (m_col, e_col) if c not in names]} "
                 f"for band {band!r}; check --flux-template/--flux-err-template and --bands."
             )
-        flux, err = magnitudes_to_fluxes(_column(table, m_col), _column(table, e_col), nondetection_limit_in_error=True)
+        flux, err = magnitudes_to_fluxes(
+            _column(table, m_col), _column(table, e_col), nondetection_limit_in_error=True
+        )
         out[flux_template.format(band=band)] = flux
         out[flux_err_template.format(band=band)] = err
     return out

@@ -71,7 +71,7 @@ def training_influence(
     top_k: int = 10,
     kind: str = "proponents",
 ) -> InfluenceResult:
-    """Training galaxies with the largest last-layer TracIn influence on each query.
+    """Find the training galaxies with the largest last-layer TracIn influence on each query.
 
     Parameters
     ----------
@@ -92,6 +92,16 @@ def training_influence(
     Returns
     -------
     result : `InfluenceResult`
+        ``indices`` (Q, k) into the training rows, ``scores`` (Q, k), the
+        influences, and ``query_redshift`` (Q,), the redshifts used as the
+        queries' targets; ``k`` is ``top_k`` capped at the training-set
+        size.  Training galaxies whose redshift is not finite get a NaN
+        score and are ranked last.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of the three above.
     """
     if kind not in ("proponents", "opponents", "absolute"):
         raise ValueError(f"kind must be proponents, opponents or absolute, got {kind!r}.")
@@ -144,20 +154,50 @@ def influence_table(
     top_k: int = 10,
     kind: str = "proponents",
 ) -> Table:
-    """`training_influence` on tables; one row per (query, rank).
+    """Run `training_influence` on tables; one row per (query, rank).
 
     Parameters
     ----------
-    query_ids : sequence, optional
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The photoz package.
+    train_table : `~typing.Any`
+        The training table (astropy, pandas, pyarrow or a mapping of
+        arrays); it must have ``redshift_column``.
+    query_table : `~typing.Any`
+        The table holding the objects to explain.
+    redshift_column : `str`
+        True-redshift column.
+    columns : `PhotozColumns` or `None`, optional
+        Input columns of the query table; default those of the package
+        (`columns_for_package`).
+    train_columns : `PhotozColumns` or `None`, optional
+        Input columns of the training table; default ``columns``.
+    query_ids : `~collections.abc.Sequence` or `None`, optional
         Identifiers (``columns.id_column``) of the query rows to explain;
         default every row of ``query_table``.  The query's true redshift is
         used when ``query_table`` has ``redshift_column``.
+    top_k : `int`, optional
+        Number of training galaxies returned per query.
+    kind : `str`, optional
+        ``"proponents"``, ``"opponents"`` or ``"absolute"`` (see
+        `training_influence`).
 
     Returns
     -------
     table : `astropy.table.Table`
         ``query_id``, ``rank``, ``train_id``, ``train_redshift``,
-        ``influence`` and ``query_redshift`` (the target used).
+        ``influence`` and ``query_redshift`` (the target used).  Rows
+        without an id column are identified by their position.
+
+    Raises
+    ------
+    PhotozInputError
+        If ``query_ids`` is given and the query table has no id column or
+        lacks one of them, if the training table lacks
+        ``redshift_column``, or if an input column is absent or not
+        numeric.
+    ValueError
+        If ``kind`` is not valid.
     """
     columns = columns or columns_for_package(package)
     train_columns = train_columns or columns
@@ -170,7 +210,9 @@ def influence_table(
         for qid in query_ids:
             hit = np.flatnonzero(all_ids == type(all_ids[0])(qid) if len(all_ids) else [])
             if hit.size == 0:
-                raise PhotozInputError(f"Object {qid!r} is not in the query table's {columns.id_column!r} column.")
+                raise PhotozInputError(
+                    f"Object {qid!r} is not in the query table's {columns.id_column!r} column."
+                )
             positions.append(int(hit[0]))
         query_table = query_table[positions]
     q_inputs = columns.extract(query_table)
@@ -296,13 +338,40 @@ def rank_table(
     ood_weight: float = 0.05,
     diversity: float = 0.5,
 ) -> Table:
-    """`rank_for_spectroscopy` on a table: ``rank``, id, ``utility``, most useful first."""
+    """Run `rank_for_spectroscopy` on a table: ``rank``, id, ``utility``, most useful first.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The photoz package.
+    table : `~typing.Any`
+        Table of unlabelled objects (astropy, pandas, pyarrow or a mapping
+        of arrays).
+    columns : `PhotozColumns` or `None`, optional
+        Input columns; default those of the package (`columns_for_package`).
+    n_select : `int` or `None`, optional
+        Length of the diversity-aware head (see `rank_for_spectroscopy`).
+    ood_weight : `float`, optional
+        Weight of ``log1p(ood_score)`` in the utility.
+    diversity : `float`, optional
+        Strength of the penalty on objects near already selected ones.
+
+    Returns
+    -------
+    ranking : `astropy.table.Table`
+        ``rank`` (from 1), the id column (row positions if the table has
+        none) and ``utility``, one row per object, most useful first.
+    """
     columns = columns or columns_for_package(package)
     order, utility = rank_for_spectroscopy(
         package, columns.extract(table), n_select=n_select, ood_weight=ood_weight, diversity=diversity
     )
     names = _column_names(table)
-    ids = _column(table, columns.id_column, dtype=None) if columns.id_column in names else np.arange(len(utility))
+    ids = (
+        _column(table, columns.id_column, dtype=None)
+        if columns.id_column in names
+        else np.arange(len(utility))
+    )
     return Table(
         {
             "rank": np.arange(1, order.size + 1),

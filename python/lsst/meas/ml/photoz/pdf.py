@@ -32,12 +32,23 @@ DEFAULT_COMPACT_LEVELS: tuple[float, ...] = (
 
 
 def pdf_quantiles(pdf: np.ndarray, edges: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Quantiles of binned PDFs (linear inside a bin).
+    """Compute quantiles of binned PDFs (linear inside a bin).
+
+    Parameters
+    ----------
+    pdf : `numpy.ndarray`, (N, K)
+        Probability of each bin (need not be normalised); a 1-d array is
+        one row.
+    edges : `numpy.ndarray`, (K + 1,)
+        Bin edges.
+    levels : `~collections.abc.Sequence` [`float`]
+        Probability levels, in [0, 1].
 
     Returns
     -------
     quantiles : `numpy.ndarray`, (N, len(levels)), float64
-        NaN for rows that are not finite or sum to zero.
+        The quantiles; NaN for rows that are not finite or do not sum to
+        a positive number.
     """
     pdf = np.atleast_2d(np.asarray(pdf, dtype=np.float64))
     edges = np.asarray(edges, dtype=np.float64)
@@ -65,16 +76,26 @@ class PdfSummary(dict):
 
 
 def summarize_pdf(pdf: np.ndarray, edges: np.ndarray) -> PdfSummary:
-    """Mean, mode, median, standard deviation and central 68% interval.
+    """Compute the mean, mode, median, standard deviation and central 68% interval.
 
     The mode is refined inside the peak bin by a parabola through the peak
     and its neighbours; the standard deviation includes the bin width
     (uniform density inside a bin).
 
+    Parameters
+    ----------
+    pdf : `numpy.ndarray`, (N, K)
+        Probability of each bin (need not be normalised); a 1-d array is
+        one row.
+    edges : `numpy.ndarray`, (K + 1,)
+        Bin edges.
+
     Returns
     -------
     summary : `PdfSummary`
-        float64 arrays of length N; NaN for unusable rows.
+        Float64 arrays of length N (``mean``, ``mode``, ``median``,
+        ``std``, ``lo68``, ``hi68``); NaN for rows that are not finite or
+        do not sum to a positive number.
     """
     pdf = np.atleast_2d(np.asarray(pdf, dtype=np.float64))
     edges = np.asarray(edges, dtype=np.float64)
@@ -109,7 +130,23 @@ def summarize_pdf(pdf: np.ndarray, edges: np.ndarray) -> PdfSummary:
 def compact_quantiles(
     pdf: np.ndarray, edges: np.ndarray, levels: Sequence[float] = DEFAULT_COMPACT_LEVELS
 ) -> np.ndarray:
-    """The compact PDF form: quantiles at ``levels`` as float16, shape (N, L)."""
+    """Return the compact PDF form: quantiles at ``levels`` as float16, shape (N, L).
+
+    Parameters
+    ----------
+    pdf : `numpy.ndarray`, (N, K)
+        Probability of each bin (need not be normalised); a 1-d array is
+        one row.
+    edges : `numpy.ndarray`, (K + 1,)
+        Bin edges.
+    levels : `~collections.abc.Sequence` [`float`], optional
+        Probability levels (L of them).
+
+    Returns
+    -------
+    quantiles : `numpy.ndarray`, (N, L), float16
+        The quantiles (`pdf_quantiles`), NaN for unusable rows.
+    """
     return pdf_quantiles(pdf, edges, levels).astype(np.float16)
 
 
@@ -119,7 +156,19 @@ def compact_storage_report(
     z_true: np.ndarray,
     levels: Sequence[float] = DEFAULT_COMPACT_LEVELS,
 ) -> dict[str, float]:
-    """Bytes per object and PIT/CRPS of the compact form against the full PDF.
+    """Compare bytes per object and PIT/CRPS of the compact form against the full PDF.
+
+    Parameters
+    ----------
+    pdf : `numpy.ndarray`, (N, K)
+        Probability of each bin (need not be normalised); a 1-d array is
+        one row.
+    edges : `numpy.ndarray`, (K + 1,)
+        Bin edges.
+    z_true : `numpy.ndarray`, (N,)
+        True redshifts.
+    levels : `~collections.abc.Sequence` [`float`], optional
+        Probability levels of the compact form.
 
     Returns
     -------
@@ -129,7 +178,7 @@ def compact_storage_report(
         ``crps_compact`` (means), ``crps_increase_frac`` (relative) and
         ``pit_max_abs_diff`` (largest per-object PIT change).
     """
-    from ..metrics import crps, crps_from_quantiles, ks_uniform, pit, pit_from_quantiles
+    from .metrics import crps, crps_from_quantiles, ks_uniform, pit, pit_from_quantiles
 
     edges = np.asarray(edges, dtype=np.float64)
     z_range = (float(edges[0]), float(edges[-1]))

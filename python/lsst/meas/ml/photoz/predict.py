@@ -19,7 +19,6 @@ needs every id of the input: the chunked paths take it from
 
 from __future__ import annotations
 
-import enum
 import gc
 import logging
 import os
@@ -31,7 +30,9 @@ import numpy as np
 import torch
 from astropy.table import Column, Table
 
-from ..packages import ModelPackage, PackageError
+from ..flags import DescribedFlag
+from ..packages import ModelPackage, PackageError, default_package_path
+from ..packages import default_package as shipped_package
 from .features import PhotozColumns, _column, _column_names, _n_rows, missing_mask
 from .pdf import DEFAULT_COMPACT_LEVELS, compact_quantiles, summarize_pdf
 
@@ -54,9 +55,7 @@ __all__ = [
 
 #: The package shipped with meas_ml: trained by `lsst.meas.ml.photoz.train` on
 #: the DESC cosmoDC2 training file of RAIL (ugrizy, 10,225 galaxies).
-DEFAULT_PACKAGE_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(__file__)), "data", "photoz_default.safetensors"
-)
+DEFAULT_PACKAGE_PATH = default_package_path("photoz")
 
 #: How PDFs are stored: the full float32 bin vector, float16 quantiles, or both.
 PDF_FORMATS = ("full", "quantiles", "both")
@@ -73,39 +72,33 @@ DEFAULT_CHUNK_SIZE = 32768
 _log = logging.getLogger(__name__)
 
 
-class PhotozFlag(enum.IntFlag):
-    """Bits of the ``photoz_flags`` column."""
+class PhotozFlag(DescribedFlag):
+    """Bits of the ``photoz_flags`` column, with their descriptions."""
 
-    NO_DATA = 1
-    """No usable band: estimates are NaN."""
-    MISSING_BAND = 2
-    """At least one band has no usable flux (NaN, or a non-positive error)."""
-    OUT_OF_DISTRIBUTION = 4
-    """``photoz_ood_score`` above the threshold: unlike the training set; needs a slower analysis."""
-    AT_Z_MAX = 8
-    """More than 5% of the probability in the last redshift bin: the true redshift may lie beyond."""
-    DUPLICATE_ID = 16
-    """The object id occurs on more than one input row (every such row is flagged); the rows are
-    estimated independently, but joins on the id are ambiguous."""
-
-
-_FLAG_DESCRIPTIONS = {
-    "NO_DATA": "no usable band; estimates are NaN",
-    "MISSING_BAND": "at least one band has no usable flux",
-    "OUT_OF_DISTRIBUTION": "OOD score above threshold; needs a slower statistical analysis",
-    "AT_Z_MAX": "more than 5% of the probability in the last redshift bin",
-    "DUPLICATE_ID": "the object id occurs on more than one input row; joins on it are ambiguous",
-}
+    NO_DATA = 1, "no usable band; estimates are NaN"
+    MISSING_BAND = 2, "at least one band has no usable flux (NaN, or a non-positive error)"
+    OUT_OF_DISTRIBUTION = 4, "OOD score above threshold: unlike the training set; needs a slower analysis"
+    AT_Z_MAX = 8, "more than 5% of the probability in the last redshift bin: the redshift may lie beyond"
+    DUPLICATE_ID = 16, (
+        "the object id occurs on more than one input row (every such row is flagged); the rows are "
+        "estimated independently, but joins on the id are ambiguous"
+    )
 
 
 def default_package() -> ModelPackage:
-    """Load the default photo-z package shipped in ``lsst/meas/ml/data``."""
-    if not os.path.exists(DEFAULT_PACKAGE_PATH):
-        raise PackageError(
-            f"The default photo-z package {DEFAULT_PACKAGE_PATH} is missing from this installation; "
-            "pass a package with --model or reinstall meas_ml."
-        )
-    return ModelPackage.load(DEFAULT_PACKAGE_PATH)
+    """Load the default photo-z package shipped in ``lsst/meas/ml/data``.
+
+    Returns
+    -------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The shipped package.
+
+    Raises
+    ------
+    PackageError
+        When this installation lacks it.
+    """
+    return shipped_package("photoz")
 
 
 def columns_for_package(
@@ -118,15 +111,43 @@ def columns_for_package(
     id_column: str = "objectId",
     missing_band: str = "error",
 ) -> PhotozColumns:
-    """Column names for a package, checking the configured bands against it.
+    """Return the column names for a package, checking the configured bands against it.
 
     Unset names default to the ones the package was trained with.
+
+    Parameters
+    ----------
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        A photo-z package.
+    bands : `~collections.abc.Sequence` [`str`] or `None`, optional
+        Configured bands; must equal the package's if given.  `None` takes
+        the package's.
+    flux_template : `str` or `None`, optional
+        Flux column template; `None` (or empty) for the package's (else
+        ``{band}_cModelFlux``).
+    flux_err_template : `str` or `None`, optional
+        Flux-error column template; `None` (or empty) for the package's
+        (else ``{band}_cModelFluxErr``).
+    ebv_column : `str` or `None`, optional
+        E(B-V) column; `None` for the package's (if any).
+    id_column : `str`, optional
+        Object identifier column.
+    missing_band : `str`, optional
+        ``"error"`` or ``"missing"`` (see `PhotozColumns`).
+
+    Returns
+    -------
+    columns : `~lsst.meas.ml.photoz.features.PhotozColumns`
+        The columns, with the package's bands.
 
     Raises
     ------
     PackageError
         If the package is not a photo-z package or was trained on other
         bands than ``bands``.
+    PhotozInputError
+        If the resulting columns are invalid (e.g. a template without
+        ``{band}``, or an unknown ``missing_band``).
     """
     package.check_family("photoz", purpose="photo-z")
     trained = list(package.inputs.get("bands", []))
@@ -201,7 +222,18 @@ class DuplicateIds:
         return int(self.values.size)
 
     def mask(self, ids: np.ndarray) -> np.ndarray:
-        """Return True on every row of ``ids`` whose id is repeated in the whole input."""
+        """Return True on every row of ``ids`` whose id is repeated in the whole input.
+
+        Parameters
+        ----------
+        ids : `numpy.ndarray`
+            Object ids of some rows (a chunk), as `object_ids` returns them.
+
+        Returns
+        -------
+        mask : `numpy.ndarray` [`bool`]
+            One value per element of ``ids``.
+        """
         ids = np.asarray(ids)
         if not len(self) or ids.size == 0:
             return np.zeros(ids.size, dtype=bool)
@@ -218,6 +250,20 @@ def object_ids(table: Any, columns: PhotozColumns, *, row_offset: int = 0) -> np
 
     Float ids become int64; a table without the column gets its row index
     (plus ``row_offset``: the position of the chunk in the whole input).
+
+    Parameters
+    ----------
+    table : `~typing.Any`
+        An astropy, pandas or pyarrow table, or a mapping of arrays.
+    columns : `~lsst.meas.ml.photoz.features.PhotozColumns`
+        Columns; ``columns.id_column`` is read.
+    row_offset : `int`, optional
+        Index in the whole input of the first row of ``table``.
+
+    Returns
+    -------
+    ids : `numpy.ndarray`
+        One id per row.
     """
     if columns.id_column in _column_names(table):
         ids = _column(table, columns.id_column, dtype=None)
@@ -236,6 +282,20 @@ def forward_batch_size(engine: Any, package: ModelPackage, columns: PhotozColumn
     row of ``columns.n_inputs`` floats (on a CPU 8192 rows for the photo-z
     packages, whatever the number of rows: the whole-table path uses
     ``min(8192, n)``).
+
+    Parameters
+    ----------
+    engine : `~lsst.meas.ml.engine.InferenceEngine`
+        The engine that will run the model.
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        The photo-z package.
+    columns : `~lsst.meas.ml.photoz.features.PhotozColumns`
+        Input columns (their number sets the row size).
+
+    Returns
+    -------
+    batch_size : `int`
+        Rows per forward pass.
     """
     size = int(getattr(engine.config, "batchSize", 0) or 0)
     if size > 0:
@@ -247,7 +307,7 @@ def forward_batch_size(engine: Any, package: ModelPackage, columns: PhotozColumn
 
 
 def chunk_rows(chunk_size: int, batch_size: int) -> tuple[int, int]:
-    """Chunk and forward batch sizes that reproduce the whole-table batching.
+    """Return the chunk and forward batch sizes that reproduce the whole-table batching.
 
     Returns ``(chunk, batch)``: ``chunk_size`` rounded down to a multiple of
     ``batch_size`` (so every chunk but the last holds whole batches, and
@@ -255,6 +315,25 @@ def chunk_rows(chunk_size: int, batch_size: int) -> tuple[int, int]:
     ``chunk_size`` below ``batch_size`` lowers the batch to the chunk
     instead (bounded memory first: the results then equal those of a
     whole-table call with that batch size).
+
+    Parameters
+    ----------
+    chunk_size : `int`
+        Requested rows per chunk.
+    batch_size : `int`
+        Forward batch size of the engine.
+
+    Returns
+    -------
+    chunk : `int`
+        Rows per chunk.
+    batch : `int`
+        Forward batch size to use.
+
+    Raises
+    ------
+    ValueError
+        If either size is below 1.
     """
     chunk_size, batch_size = int(chunk_size), int(batch_size)
     if chunk_size < 1 or batch_size < 1:
@@ -328,6 +407,17 @@ def predict_photoz(
         ``photoz_ood_score`` and ``photoz_flags``; ``meta`` holds
         ``photoz_bin_edges``, ``photoz_quantile_levels``, the flag bits and
         the package's name, version and checksum.
+
+    Raises
+    ------
+    ValueError
+        If ``pdf_format`` is not one of `PDF_FORMATS`.
+    PackageError
+        If the package is not a photo-z ``mbrnn`` package or was trained
+        on other bands than ``columns.bands``.
+    PhotozInputError
+        If the table lacks an input column (see `PhotozColumns.extract`)
+        or an input column is not numeric.
     """
     from ..engine import InferenceEngine
 
@@ -418,10 +508,10 @@ def predict_photoz(
         f"{int(f)}={f.name}" for f in PhotozFlag))
     out.meta["photoz_bin_edges"] = [float(e) for e in edges]
     out.meta["photoz_quantile_levels"] = levels if pdf_format != "full" else []
-    out.meta["photoz_flag_bits"] = {f.name: int(f) for f in PhotozFlag}
-    out.meta["photoz_flag_descriptions"] = dict(_FLAG_DESCRIPTIONS)
+    out.meta["photoz_flag_bits"] = PhotozFlag.bits()
+    out.meta["photoz_flag_descriptions"] = PhotozFlag.descriptions()
     out.meta["photoz_ood_threshold"] = float(ood_threshold)
-    out.meta["photoz_model"] = {"name": package.name, "version": package.version, "sha256": package.sha256}
+    out.meta.update(package.provenance_metadata())
     return out
 
 
@@ -458,22 +548,34 @@ def predict_photoz_chunks(
     batch_size: int | None = None,
     duplicate_ids: DuplicateIds | None = None,
 ) -> Iterator[Table]:
-    """`predict_photoz` on each table of a stream of row chunks, as they come.
+    """Run `predict_photoz` on each table of a stream of row chunks, as they come.
 
     Parameters
     ----------
-    package, columns, engine, pdf_format, compact_levels, ood_threshold
+    package : `~lsst.meas.ml.packages.ModelPackage`
         As for `predict_photoz`.
-    chunks : iterable of table-like
+    chunks : `~collections.abc.Iterable` [table-like]
         Consecutive row chunks of one input.  For outputs identical to one
         `predict_photoz` call on the whole input, every chunk but the last
         holds a multiple of ``batch_size`` rows (see `chunk_rows`).
+    columns : `PhotozColumns`, optional
+        As for `predict_photoz`.
+    engine : `~lsst.meas.ml.engine.InferenceEngine`, optional
+        As for `predict_photoz`; one engine serves every chunk.
+    pdf_format : `str`, optional
+        As for `predict_photoz`.
+    compact_levels : `~collections.abc.Sequence` [`float`], optional
+        As for `predict_photoz`.
+    ood_threshold : `float`, optional
+        As for `predict_photoz`.
     batch_size : `int`, optional
         Forward batch size (default: `forward_batch_size`).
     duplicate_ids : `DuplicateIds`, optional
         The ids repeated in the whole input (`DuplicateIds` of its id
-        column); default: no DUPLICATE_ID flags (a chunk cannot know about
-        the others).  Flagged rows are counted and logged once at the end.
+        column); flagged rows are then counted and logged once at the end.
+        Default: each chunk is checked on its own, as `predict_photoz`
+        does (only repeats within a chunk are flagged, and each such chunk
+        logs its own warning).
 
     Yields
     ------
@@ -515,7 +617,7 @@ def predict_photoz_chunked(
     compact_levels: Sequence[float] = DEFAULT_COMPACT_LEVELS,
     ood_threshold: float = 1.0,
 ) -> Table:
-    """`predict_photoz` on an in-memory table, ``chunk_size`` rows at a time.
+    """Run `predict_photoz` on an in-memory table, ``chunk_size`` rows at a time.
 
     The result is identical to ``predict_photoz(package, table, ...)`` (same
     engine), but the temporaries of the prediction (PDFs in float32 and
@@ -527,10 +629,37 @@ def predict_photoz_chunked(
 
     Parameters
     ----------
-    chunk_size : `int`
+    package : `~lsst.meas.ml.packages.ModelPackage`
+        As for `predict_photoz`.
+    table : table-like
+        As for `predict_photoz`.
+    columns : `PhotozColumns`, optional
+        As for `predict_photoz`.
+    chunk_size : `int`, optional
         Rows per chunk (rounded by `chunk_rows` to a multiple of the forward
         batch size).
-    package, table, columns, engine, pdf_format, compact_levels, ood_threshold
+    engine : `~lsst.meas.ml.engine.InferenceEngine`, optional
+        As for `predict_photoz`.
+    pdf_format : `str`, optional
+        As for `predict_photoz`.
+    compact_levels : `~collections.abc.Sequence` [`float`], optional
+        As for `predict_photoz`.
+    ood_threshold : `float`, optional
+        As for `predict_photoz`.
+
+    Returns
+    -------
+    catalog : `astropy.table.Table`
+        As `predict_photoz` returns it; DUPLICATE_ID flags repeats anywhere
+        in ``table``, logged once.
+
+    Raises
+    ------
+    ValueError
+        If ``chunk_size`` is below 1 or ``pdf_format`` is not valid.
+    PackageError
+        As for `predict_photoz`.
+    PhotozInputError
         As for `predict_photoz`.
     """
     from ..engine import InferenceEngine
@@ -637,6 +766,16 @@ def predict_photoz_file(
         ``rows``, ``out_of_distribution`` (rows flagged), ``chunk_size`` and
         ``batch_size`` used, ``streamed`` and ``reader`` (how the input was
         read).
+
+    Raises
+    ------
+    ValueError
+        If ``pdf_format`` is not one of `PDF_FORMATS` or ``chunk_size`` is
+        below 1.
+    PackageError
+        As for `predict_photoz`.
+    PhotozInputError
+        As for `predict_photoz`.
     """
     from ..engine import InferenceEngine
     from .tables import TableChunks, write_table_stream

@@ -51,7 +51,21 @@ def _h5py() -> Any:
 
 
 def _hdf5_column_group(fh: Any, group: str | None) -> Any:
-    """Find the group of equal-length 1-d datasets that holds the columns (`None` if there is none)."""
+    """Find the group of equal-length 1-d datasets that holds the columns (`None` if there is none).
+
+    Parameters
+    ----------
+    fh : `h5py.File`
+        The open file.
+    group : `str` or `None`
+        Group to look at alone; `None` for the root, then each top group.
+
+    Returns
+    -------
+    group : `h5py.Group` or `None`
+        The first candidate whose 1-d datasets all have the same length
+        (and no compound type), or `None`.
+    """
     h5py = _h5py()
     candidates = [fh[group]] if group else [fh] + [fh[k] for k in fh if isinstance(fh[k], h5py.Group)]
     for grp in candidates:
@@ -92,6 +106,17 @@ def read_table(
         and reported by the caller).
     group : `str`, optional
         HDF5 group holding the columns (default: the root, then each top group).
+
+    Returns
+    -------
+    table : `astropy.table.Table`
+        The table read.
+
+    Raises
+    ------
+    TableReadError
+        If the file does not exist, its extension is unknown or it cannot
+        be read.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -126,9 +151,17 @@ def write_table(table: Table, path: str | os.PathLike[str]) -> str:
     that read input files check first that ``path`` is none of them
     (`lsst.meas.ml.fileio.refuse_output_over_input`).
 
+    Parameters
+    ----------
+    table : `astropy.table.Table`
+        The catalog.
+    path : path-like
+        The Parquet file to write.
+
     Returns
     -------
     path : `str`
+        ``path``, as a string.
     """
     import pyarrow.parquet as pq
     from lsst.daf.butler.formatters.parquet import astropy_to_arrow
@@ -212,6 +245,13 @@ class TableChunks:
     selected : `list` [`str`]
         The columns read (``columns`` that exist; the first column of the
         file if none does, to carry the row count).
+
+    Raises
+    ------
+    TableReadError
+        If the file does not exist or cannot be opened.
+    ValueError
+        If ``chunk_size`` is below 1.
     """
 
     csv_block_size = 1 << 20
@@ -361,7 +401,24 @@ class TableChunks:
             )
 
     def read_columns(self, names: Sequence[str]) -> Table:
-        """Read the whole of some columns (e.g. the ids) alone; this also fixes `n_rows`."""
+        """Read the whole of some columns (e.g. the ids) alone; this also fixes `n_rows`.
+
+        Parameters
+        ----------
+        names : `~collections.abc.Sequence` [`str`]
+            Columns to read; those absent from the file are skipped, and
+            if none is present the ``selected`` columns are read.
+
+        Returns
+        -------
+        table : `astropy.table.Table`
+            Every row of those columns.
+
+        Raises
+        ------
+        TableReadError
+            If the file cannot be read.
+        """
         names = [c for c in names if c in self.available] or self.selected
         if self._whole is not None:
             table = self._whole[names] if set(names) <= set(self._whole.colnames) else read_table(
@@ -475,6 +532,15 @@ def write_table_stream(
     -------
     n : `int`
         Rows written.
+
+    Raises
+    ------
+    ValueError
+        If ``tables`` is empty, a chunk's columns, types or ``meta`` differ
+        from the first chunk's, or a string is longer than its declared
+        length.
+    TableReadError
+        If the number of rows written is not ``n_rows``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -9,11 +9,12 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 from astropy.table import Table
 
+from ..butler.connections import model_input
 from ..engine import InferenceConfig, InferenceEngine
 from ..packages import ModelPackage
 from .features import DEFAULT_BANDS, DEFAULT_FLUX_ERR_TEMPLATE, DEFAULT_FLUX_TEMPLATE, PhotozColumns
 from .pdf import DEFAULT_COMPACT_LEVELS
-from .predict import DEFAULT_CHUNK_SIZE, PDF_FORMATS, columns_for_package, predict_photoz_chunked
+from .predict import DEFAULT_CHUNK_SIZE, PDF_FORMATS, PhotozFlag, columns_for_package, predict_photoz_chunked
 
 __all__ = ["EstimatePhotozConfig", "EstimatePhotozConnections", "EstimatePhotozTask"]
 
@@ -32,12 +33,7 @@ class EstimatePhotozConnections(
         dimensions=("skymap", "tract"),
         deferLoad=True,
     )
-    model = cT.PrerequisiteInput(
-        doc="Photo-z model package (pass its RUN collection, e.g. models/photoz/<version>, with -i).",
-        name="ml_model_photoz",
-        storageClass="MLModelPackage",
-        dimensions=(),
-    )
+    model = model_input("photoz")
     photoz = cT.Output(
         doc="Photometric redshifts: point estimates, 68% interval, PDF, OOD score and flags.",
         name="ml_photoz",
@@ -124,6 +120,11 @@ class EstimatePhotozTask(pipeBase.PipelineTask):
     ``pdfFormat="full"`` or 30 for ``"quantiles"``), which the Butler
     writes in one ``put``.  The result is identical to one whole-table
     `predict_photoz` call.
+
+    Parameters
+    ----------
+    **kwargs
+        Keyword arguments passed to `lsst.pipe.base.PipelineTask`.
     """
 
     ConfigClass = EstimatePhotozConfig
@@ -135,7 +136,24 @@ class EstimatePhotozTask(pipeBase.PipelineTask):
         self.engine = InferenceEngine(self.config.inference, log=self.log)
 
     def columns_for(self, package: ModelPackage) -> PhotozColumns:
-        """Column names for ``package`` under this configuration (checks the bands)."""
+        """Return the column names for ``package`` under this configuration (checks the bands).
+
+        Parameters
+        ----------
+        package : `~lsst.meas.ml.packages.ModelPackage`
+            A photo-z package.
+
+        Returns
+        -------
+        columns : `~lsst.meas.ml.photoz.features.PhotozColumns`
+            The configured columns, with the package's bands.
+
+        Raises
+        ------
+        lsst.meas.ml.packages.PackageError
+            If the package is not a photo-z package or was trained on
+            other bands than ``config.bands``.
+        """
         return columns_for_package(
             package,
             bands=list(self.config.bands),
@@ -178,7 +196,7 @@ class EstimatePhotozTask(pipeBase.PipelineTask):
             len(catalog),
             model.name,
             model.version,
-            int(((catalog["photoz_flags"] & 4) != 0).sum()),
+            int(((catalog["photoz_flags"] & PhotozFlag.OUT_OF_DISTRIBUTION) != 0).sum()),
         )
         return pipeBase.Struct(photoz=catalog)
 
@@ -188,6 +206,18 @@ class EstimatePhotozTask(pipeBase.PipelineTask):
         Columns absent from the table are not requested, so that
         `predict_photoz` reports them by name (or treats their band as
         missing when ``missingBand="missing"``).
+
+        Parameters
+        ----------
+        handle : `lsst.daf.butler.DeferredDatasetHandle`
+            Deferred handle of the object table (``ArrowAstropy``).
+        model : `~lsst.meas.ml.packages.ModelPackage`
+            The photo-z package.
+
+        Returns
+        -------
+        table : `astropy.table.Table`
+            The object table, with the needed columns it has.
         """
         wanted = self.columns_for(model).columns()
         available = set(handle.get(component="columns"))

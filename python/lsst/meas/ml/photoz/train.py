@@ -49,11 +49,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..metrics import photoz_metrics
 from ..models.photoz import COMBINE_MODES, MBRNN, combine_member_logits
 from ..packages import ModelPackage
 from ..training import TrainingResult
 from .features import PhotozColumns, PhotozInputError, missing_mask
+from .metrics import photoz_metrics
 from .pdf import summarize_pdf
 
 __all__ = ["PhotozTrainingConfig", "TrainingResult", "train_photoz", "train_photoz_table"]
@@ -164,7 +164,9 @@ def _flux_noise(x: torch.Tensor, n_bands: int, scale: float, gen: torch.Generato
         return x
     x = x.clone()
     err = x[:, n_bands : 2 * n_bands]
-    noise = torch.randn(x.shape[0], n_bands, generator=gen) * scale * torch.nan_to_num(err, nan=0.0, posinf=0.0)
+    noise = (
+        torch.randn(x.shape[0], n_bands, generator=gen) * scale * torch.nan_to_num(err, nan=0.0, posinf=0.0)
+    )
     x[:, :n_bands] = x[:, :n_bands] + noise
     return x
 
@@ -262,7 +264,7 @@ def _fit_temperature(model: MBRNN, logits: torch.Tensor, z_val: np.ndarray) -> f
     CRPS is a proper score that rewards calibrated and sharp PDFs; with
     Gaussian-smoothed targets the fitted temperature is below one (sharper).
     """
-    from ..metrics import crps
+    from .metrics import crps
 
     edges = model.bin_edges.numpy().astype(np.float64)
 
@@ -313,8 +315,9 @@ def train_photoz(
     inputs : `numpy.ndarray`, (N, columns.n_inputs)
         Raw fluxes, errors (nJy) and E(B-V) from `PhotozColumns.extract`.
     redshift : `numpy.ndarray`, (N,)
-        Spectroscopic (true) redshifts; rows with a non-finite redshift, or
-        with no usable band, are left out of training.
+        Spectroscopic (true) redshifts; rows with a non-finite redshift or
+        one below ``config.z_min``, or with no usable band, are left out of
+        training (redshifts above ``config.z_max`` go to the last bin).
     columns : `PhotozColumns`
         Column names recorded in the package (and checked at prediction).
     config : `PhotozTrainingConfig`, optional
@@ -329,6 +332,12 @@ def train_photoz(
     result : `TrainingResult`
         The package (validation metrics in ``manifest["provenance"]["metrics"]``)
         and the figures of the run.
+
+    Raises
+    ------
+    PhotozInputError
+        If ``inputs`` does not have ``columns.n_inputs`` columns or one
+        row per redshift, or fewer than 20 rows can be trained on.
     """
     config = config or PhotozTrainingConfig()
     t0 = time.monotonic()
@@ -433,7 +442,10 @@ def _train(
         # temperature and the manifest metrics stay those of the validated members.
         x_fit = torch.cat([x_train, x_val])
         t_fit = torch.cat(
-            [t_train, _soft_targets(z_val, config.n_bins, config.z_min, config.z_max, config.target_sigma_bins)]
+            [
+                t_train,
+                _soft_targets(z_val, config.n_bins, config.z_min, config.z_max, config.target_sigma_bins),
+            ]
         )
         for k in range(config.n_members):
             _train_member(model, k, x_fit, t_fit, None, None, config, None, fixed_epochs=max(1, epochs[k]))
@@ -489,7 +501,35 @@ def train_photoz_table(
     provenance: Mapping[str, Any] | None = None,
     name: str = "photoz-mbrnn",
 ) -> TrainingResult:
-    """Train from a table holding fluxes and a redshift column (see `train_photoz`)."""
+    """Train from a table holding fluxes and a redshift column (see `train_photoz`).
+
+    Parameters
+    ----------
+    table : `~typing.Any`
+        An astropy, pandas or pyarrow table, or a mapping of arrays, with
+        the input columns and ``redshift_column``.
+    columns : `PhotozColumns`
+        Input columns (read with `PhotozColumns.extract`).
+    redshift_column : `str`
+        Column of the spectroscopic (true) redshifts.
+    config : `PhotozTrainingConfig`, optional
+        Training settings.
+    provenance : `~collections.abc.Mapping`, optional
+        Extra provenance (e.g. the training file) for the manifest.
+    name : `str`, optional
+        Package name.
+
+    Returns
+    -------
+    result : `TrainingResult`
+        As `train_photoz` returns it.
+
+    Raises
+    ------
+    PhotozInputError
+        If the table lacks ``redshift_column`` or an input column, a
+        column is not numeric, or as for `train_photoz`.
+    """
     from .features import _column, _column_names
 
     if redshift_column not in _column_names(table):
@@ -497,5 +537,6 @@ def train_photoz_table(
             f"The training table lacks the redshift column {redshift_column!r}; pass --redshift-column."
         )
     return train_photoz(
-        columns.extract(table), _column(table, redshift_column), columns, config, provenance=provenance, name=name
+        columns.extract(table), _column(table, redshift_column), columns, config, provenance=provenance,
+        name=name,
     )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from astropy.table import Table
 
-from .features import DEFAULT_FLUX_ERR_TEMPLATE, DEFAULT_FLUX_TEMPLATE, ZEROPOINT_NJY
+from ..photoz.features import DEFAULT_FLUX_ERR_TEMPLATE, DEFAULT_FLUX_TEMPLATE, ZEROPOINT_NJY
 
 __all__ = ["LSST_EFFECTIVE_WAVELENGTH_NM", "make_photometric_catalog"]
 
@@ -47,7 +47,21 @@ def make_photometric_catalog(
     z_range : `tuple` [`float`, `float`]
         Uniform redshift range.
     sky_sigma_njy : `float`
-        Noise floor per band.
+        Noise floor per band (nJy); the flux error is this and 2% of the
+        flux added in quadrature.
+    flux_template : `str`
+        Flux column template with a ``{band}`` field.
+    flux_err_template : `str`
+        Flux-error column template with a ``{band}`` field.
+    id_offset : `int`
+        ``objectId`` of the first galaxy (the others follow in order).
+
+    Returns
+    -------
+    table : `astropy.table.Table`
+        ``objectId``, a flux and a flux-error column per band and
+        ``redshift``; flux columns whose names end in ``Flux`` or
+        ``FluxErr`` (as the default templates' do) get the unit nJy.
     """
     rng = np.random.default_rng(seed)
     z = rng.uniform(*z_range, n)

@@ -36,7 +36,7 @@ from astropy.table import Table
 from ..engine import InferenceEngine, dihedral_average
 from ..flags import DescribedFlag
 from ..packages import ModelPackage, PackageError
-from .data import CHANNELS, CLASS_COLUMNS, CLASS_NAMES, NORMALISATION, StampSet
+from .features import CHANNELS, CLASS_COLUMNS, CLASS_NAMES, NORMALISATION, StampSet
 
 __all__ = [
     "DIHEDRAL_CHOICES",
