@@ -339,11 +339,11 @@ def test_thread_count_policy(monkeypatch):
 
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # e.g. a pipetask -j N worker
-    assert cutouts._thread_count(None) == 1
+    assert cutouts.thread_count(None) == 1
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
-    assert cutouts._thread_count(None) == 4  # capped at the CPU count
-    assert cutouts._thread_count(2) == 2
-    assert cutouts._thread_count(64) == 4
+    assert cutouts.thread_count(None) == 4  # capped at the CPU count
+    assert cutouts.thread_count(2) == 2
+    assert cutouts.thread_count(64) == 4
     # More threads than chunks: one chunk, same result.
     planes, x, y = _threaded_case(np.random.default_rng(5))
     one = cut_stamps(planes, x[:3], y[:3], 5, threads=1)

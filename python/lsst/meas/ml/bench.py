@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cutouts import _thread_count, cut_stamps
+from .cutouts import cut_stamps, thread_count
 from .engine import InferenceConfig, InferenceEngine, clear_model_cache
 from .models import build_model
 from .packages import ModelPackage
@@ -164,7 +164,7 @@ def bench_cutouts(
         if key != "floor_s":
             figures[key.removesuffix("_s") + "_ratio"] = figures[key] / floor
     figures["cut_stamps_vs_floor_alloc"] = figures["cut_stamps_s"] / figures["floor_alloc_s"]
-    figures["auto_threads"] = float(_thread_count(None))
+    figures["auto_threads"] = float(thread_count(None))
     figures["bytes"] = float(src.nbytes)
     return figures
 
@@ -239,7 +239,7 @@ def bench_engine(
 
     for name, package, data in (("cnn", cnn, stamps), ("mlp", mlp, rows)):
         eng = engine_for("fp32", False)
-        batch = eng._auto_batch_size(eng._load(package), {"": data}, False, lambda m, b: m(b))
+        batch = eng.batch_size_for(package, data[:16])
         model = package.build_model().to(eng.device)
         device_ = eng.device
 

@@ -49,6 +49,7 @@ __all__ = [
     "cut_stamps",
     "multiband_stack",
     "stamp_boxes",
+    "thread_count",
     "variance_normalise",
 ]
 
@@ -397,7 +398,7 @@ def _gather_inside(
     # next() of an itertools.count is atomic (under the GIL): each chunk goes to exactly one thread.
     claim = itertools.count()
     args = (claim, n_chunks, order, step, windows, channels, is_int, ly0, lx0, bits, int_stamps, bad)
-    n_threads = min(_thread_count(threads), n_chunks)
+    n_threads = min(thread_count(threads), n_chunks)
     if n_threads > 1:
         pool = _pool()
         futures = [pool.submit(_gather_chunks, *args) for _ in range(n_threads - 1)]
@@ -412,8 +413,19 @@ def _gather_inside(
         _gather_chunks(*args)
 
 
-def _thread_count(threads: int | None) -> int:
-    """Threads for `cut_stamps`: ``threads``, or torch's thread count, at most the CPU count."""
+def thread_count(threads: int | None) -> int:
+    """Return the threads `cut_stamps` uses: ``threads``, or torch's count, at most the CPU count.
+
+    Parameters
+    ----------
+    threads : `int` or `None`
+        Requested threads; `None` follows ``torch.get_num_threads()``.
+
+    Returns
+    -------
+    n : `int`
+        At least 1.
+    """
     if threads is None:
         import torch
 

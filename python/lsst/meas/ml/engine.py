@@ -431,6 +431,27 @@ class InferenceEngine:
         return self._load(package).module
 
     # ------------------------------------------------------------------
+    def batch_size_for(self, package: ModelPackage, sample: np.ndarray) -> int:
+        """Return the batch size `predict` would use for inputs like ``sample``.
+
+        Parameters
+        ----------
+        package : `~lsst.meas.ml.packages.ModelPackage`
+            The model (loaded through the process-wide cache).
+        sample : `numpy.ndarray`
+            A few input rows (only their shape matters on a CPU; on CUDA
+            they are run to measure memory per row).
+
+        Returns
+        -------
+        batch_size : `int`
+            ``config.batchSize`` when set, else the automatic choice.
+        """
+        if self.config.batchSize > 0:
+            return int(self.config.batchSize)
+        arrays = {"": np.ascontiguousarray(sample, dtype=np.float32)}
+        return int(self._auto_batch_size(self._load(package), arrays, False, _call_single))
+
     def predict(
         self,
         package: ModelPackage,

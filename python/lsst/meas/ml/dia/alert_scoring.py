@@ -24,7 +24,7 @@ from ..alerts import CUTOUT_NAMES, AlertError, AlertRecord, read_cutout
 from ..cutouts import cut_stamps
 from ..engine import InferenceEngine
 from ..packages import ModelPackage
-from .features import StampSet, _stampset_from, bad_psf
+from .features import StampSet, bad_psf, stampset_from
 from .predict import check_package, score_stamps
 
 __all__ = ["AlertStamps", "alert_stamps", "score_alerts"]
@@ -98,7 +98,7 @@ def alert_stamps(records: Sequence[AlertRecord], stamp_size: int) -> AlertStamps
             x, y = rec.x, rec.y
         planes = np.stack([sci.image, tmpl.image, diff.image, diff.variance])
         cut = cut_stamps(planes, np.array([x]), np.array([y]), stamp_size, xy0=diff.xy0, fill=np.nan)
-        parts.append(_stampset_from(cut))
+        parts.append(stampset_from(cut))
         usable[i] = True
         flags["flag_resized"][i] = diff.shape != (stamp_size, stamp_size)
         flags["flag_bad_psf"][i] = diff.psf is not None and bad_psf(diff) or (

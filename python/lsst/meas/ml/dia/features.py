@@ -32,8 +32,8 @@ from ..images import PixelPlanes
 
 __all__ = [
     "CHANNELS",
-    "CLASS_NAMES",
     "CLASS_COLUMNS",
+    "CLASS_NAMES",
     "DiaDataError",
     "NORMALISATION",
     "REAL_CLASSES",
@@ -44,6 +44,7 @@ __all__ = [
     "cut_source_stamps",
     "derived_template",
     "make_channels",
+    "stampset_from",
 ]
 
 #: Output classes, in the order of the model's outputs.
@@ -286,7 +287,7 @@ def cut_source_stamps(
             )
     known = [p for p in bad_mask_planes if difference.has_plane(p)]
     bits = difference.get_plane_bitmask(*known) if known else 0
-    return _stampset_from(cut_raw_stamps(science, template, difference, x, y, size), bits)
+    return stampset_from(cut_raw_stamps(science, template, difference, x, y, size), bits)
 
 
 def derived_template(science: PixelPlanes, difference: PixelPlanes) -> PixelPlanes:
@@ -378,12 +379,19 @@ def cut_raw_stamps(
     return stamps
 
 
-def _stampset_from(stamps: Any, bad_mask_bits: int = 0) -> StampSet:
+def stampset_from(stamps: Any, bad_mask_bits: int = 0) -> StampSet:
     """Make a `StampSet` from `~lsst.meas.ml.cutouts.Stamps`.
 
     The first four channels of the stamps are science, template, difference
     and variance; further channels are integer masks (cut as float32, exact
     below 2**24).
+
+    Parameters
+    ----------
+    stamps : `~lsst.meas.ml.cutouts.Stamps`
+        Raw stamps (e.g. from `cut_raw_stamps`).
+    bad_mask_bits : `int`, optional
+        Mask bits that set ``masked``.
     """
     n = len(stamps.data)
     chans, nan_fraction = make_channels(stamps.data[:, :4])

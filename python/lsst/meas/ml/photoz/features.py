@@ -40,17 +40,20 @@ __all__ = [
     "DEFAULT_BANDS",
     "DEFAULT_FLUX_ERR_TEMPLATE",
     "DEFAULT_FLUX_TEMPLATE",
-    "MISSING_BAND_MODES",
-    "ZEROPOINT_NJY",
     "FeatureError",
+    "MISSING_BAND_MODES",
     "PhotozColumns",
     "PhotozInputError",
+    "ZEROPOINT_NJY",
     "asinh_magnitude",
+    "column_names",
+    "column_values",
     "flux_features",
     "flux_table_from_magnitudes",
     "magnitudes_to_fluxes",
     "missing_mask",
     "n_features",
+    "row_count",
 ]
 
 #: Bands used when none are given.
@@ -72,7 +75,19 @@ class PhotozInputError(FeatureError):
     """Raised for a table that lacks the columns a photo-z model needs."""
 
 
-def _column_names(table: Any) -> list[str]:
+def column_names(table: Any) -> list[str]:
+    """Return the column names of any table (astropy, pandas, pyarrow, mapping).
+
+    Parameters
+    ----------
+    table : table-like
+        The table.
+
+    Returns
+    -------
+    names : `list` [`str`]
+        Its column names.
+    """
     if hasattr(table, "colnames"):  # astropy
         return list(table.colnames)
     if hasattr(table, "column_names"):  # pyarrow
@@ -127,8 +142,22 @@ def _numeric_or_none(values: np.ndarray) -> tuple[np.ndarray | None, list[Any]]:
     return np.asarray(out, dtype=np.float64).reshape(values.shape), []
 
 
-def _column(table: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
+def column_values(table: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
     """Return column ``name`` of any table as a numpy array of ``dtype``.
+
+    Parameters
+    ----------
+    table : table-like
+        Astropy, pandas, pyarrow table or a mapping of arrays.
+    name : `str`
+        Column name.
+    dtype : `numpy.dtype`, optional
+        Type of the returned array.
+
+    Returns
+    -------
+    values : `numpy.ndarray`
+        The column; masked values become NaN.
 
     Raises
     ------
@@ -168,7 +197,19 @@ def _column(table: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
     return np.asarray(col, dtype=dtype)
 
 
-def _n_rows(table: Any) -> int:
+def row_count(table: Any) -> int:
+    """Return the number of rows of any table (astropy, pandas, pyarrow, mapping).
+
+    Parameters
+    ----------
+    table : table-like
+        The table.
+
+    Returns
+    -------
+    n : `int`
+        Number of rows.
+    """
     if hasattr(table, "num_rows"):
         return int(table.num_rows)
     if isinstance(table, Mapping):
@@ -289,7 +330,7 @@ class PhotozColumns:
             If a band's columns are absent and ``missing_band="error"``, or
             the E(B-V) column is absent, or a column read is not numeric.
         """
-        names = _column_names(table)
+        names = column_names(table)
         absent = self.absent_bands(names)
         if absent and self.missing_band == "error":
             missing_cols = [
@@ -308,16 +349,16 @@ class PhotozColumns:
             raise PhotozInputError(
                 f"The input table lacks the E(B-V) column {self.ebv_column!r} the model was trained with."
             )
-        n = _n_rows(table)
+        n = row_count(table)
         out = np.full((n, self.n_inputs), np.nan, dtype=np.float32)
         nb = len(self.bands)
         for k, band in enumerate(self.bands):
             if band in absent:
                 continue
-            out[:, k] = _column(table, self.flux_columns[k])
-            out[:, nb + k] = _column(table, self.flux_err_columns[k])
+            out[:, k] = column_values(table, self.flux_columns[k])
+            out[:, nb + k] = column_values(table, self.flux_err_columns[k])
         if self.ebv_column:
-            out[:, 2 * nb] = _column(table, self.ebv_column)
+            out[:, 2 * nb] = column_values(table, self.ebv_column)
         return out
 
 
@@ -415,11 +456,11 @@ def flux_table_from_magnitudes(
     """
     from astropy.table import Table
 
-    names = _column_names(table)
+    names = column_names(table)
     out = Table()
     for name in keep:
         if name in names:
-            out[name] = _column(table, name, dtype=None)
+            out[name] = column_values(table, name, dtype=None)
     for band in bands:
         m_col, e_col = mag_template.format(band=band), mag_err_template.format(band=band)
         if m_col not in names or e_col not in names:
@@ -429,7 +470,7 @@ def flux_table_from_magnitudes(
                 f"for band {band!r}; check --flux-template/--flux-err-template and --bands."
             )
         flux, err = magnitudes_to_fluxes(
-            _column(table, m_col), _column(table, e_col), nondetection_limit_in_error=True
+            column_values(table, m_col), column_values(table, e_col), nondetection_limit_in_error=True
         )
         out[flux_template.format(band=band)] = flux
         out[flux_err_template.format(band=band)] = err

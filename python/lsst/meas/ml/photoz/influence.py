@@ -35,9 +35,9 @@ import torch
 from astropy.table import Table
 
 from ..packages import ModelPackage
-from .features import PhotozColumns, PhotozInputError, _column, _column_names
+from .features import PhotozColumns, PhotozInputError, column_names, column_values
 from .predict import columns_for_package
-from .train import _soft_targets
+from .train import soft_targets
 
 __all__ = ["InfluenceResult", "influence_table", "rank_for_spectroscopy", "rank_table", "training_influence"]
 
@@ -118,11 +118,11 @@ def training_influence(
         centres = 0.5 * (model.bin_edges[:-1] + model.bin_edges[1:])
         query_redshift = centres[pdf.argmax(dim=1)].numpy().astype(np.float64)
     query_redshift = np.asarray(query_redshift, dtype=np.float64)
-    y_tr = _soft_targets(
+    y_tr = soft_targets(
         torch.from_numpy(np.nan_to_num(np.minimum(train_redshift, model.z_max - 1e-6))).float(),
         model.n_bins, model.z_min, model.z_max,
     )
-    y_q = _soft_targets(
+    y_q = soft_targets(
         torch.from_numpy(np.minimum(query_redshift, model.z_max - 1e-6)).float(), model.n_bins, model.z_min,
         model.z_max,
     )
@@ -201,11 +201,11 @@ def influence_table(
     """
     columns = columns or columns_for_package(package)
     train_columns = train_columns or columns
-    q_names = _column_names(query_table)
+    q_names = column_names(query_table)
     if query_ids is not None:
         if columns.id_column not in q_names:
             raise PhotozInputError(f"The query table has no id column {columns.id_column!r}.")
-        all_ids = _column(query_table, columns.id_column, dtype=None)
+        all_ids = column_values(query_table, columns.id_column, dtype=None)
         positions = []
         for qid in query_ids:
             hit = np.flatnonzero(all_ids == type(all_ids[0])(qid) if len(all_ids) else [])
@@ -216,22 +216,24 @@ def influence_table(
             positions.append(int(hit[0]))
         query_table = query_table[positions]
     q_inputs = columns.extract(query_table)
-    q_z = _column(query_table, redshift_column) if redshift_column in _column_names(query_table) else None
-    if redshift_column not in _column_names(train_table):
+    q_z = None
+    if redshift_column in column_names(query_table):
+        q_z = column_values(query_table, redshift_column)
+    if redshift_column not in column_names(train_table):
         raise PhotozInputError(f"The training table lacks the redshift column {redshift_column!r}.")
-    t_z = _column(train_table, redshift_column)
+    t_z = column_values(train_table, redshift_column)
     res = training_influence(
         package, train_columns.extract(train_table), t_z, q_inputs, query_redshift=q_z, top_k=top_k, kind=kind
     )
     n_q, k = res["indices"].shape
     q_ids = (
-        _column(query_table, columns.id_column, dtype=None)
-        if columns.id_column in _column_names(query_table)
+        column_values(query_table, columns.id_column, dtype=None)
+        if columns.id_column in column_names(query_table)
         else np.arange(n_q)
     )
     t_ids = (
-        _column(train_table, train_columns.id_column, dtype=None)
-        if train_columns.id_column in _column_names(train_table)
+        column_values(train_table, train_columns.id_column, dtype=None)
+        if train_columns.id_column in column_names(train_table)
         else np.arange(len(t_z))
     )
     flat = res["indices"].ravel()
@@ -366,9 +368,9 @@ def rank_table(
     order, utility = rank_for_spectroscopy(
         package, columns.extract(table), n_select=n_select, ood_weight=ood_weight, diversity=diversity
     )
-    names = _column_names(table)
+    names = column_names(table)
     ids = (
-        _column(table, columns.id_column, dtype=None)
+        column_values(table, columns.id_column, dtype=None)
         if columns.id_column in names
         else np.arange(len(utility))
     )

@@ -33,7 +33,7 @@ from astropy.table import Column, Table
 from ..flags import DescribedFlag
 from ..packages import ModelPackage, PackageError, default_package_path
 from ..packages import default_package as shipped_package
-from .features import PhotozColumns, _column, _column_names, _n_rows, missing_mask
+from .features import PhotozColumns, column_names, column_values, missing_mask, row_count
 from .pdf import DEFAULT_COMPACT_LEVELS, compact_quantiles, summarize_pdf
 
 __all__ = [
@@ -265,10 +265,10 @@ def object_ids(table: Any, columns: PhotozColumns, *, row_offset: int = 0) -> np
     ids : `numpy.ndarray`
         One id per row.
     """
-    if columns.id_column in _column_names(table):
-        ids = _column(table, columns.id_column, dtype=None)
+    if columns.id_column in column_names(table):
+        ids = column_values(table, columns.id_column, dtype=None)
     else:
-        n = _n_rows(table)
+        n = row_count(table)
         ids = np.arange(row_offset, row_offset + n, dtype=np.int64)
     if ids.dtype.kind == "f" or (ids.size == 0 and ids.dtype.kind == "O"):
         ids = ids.astype(np.int64)
@@ -297,13 +297,7 @@ def forward_batch_size(engine: Any, package: ModelPackage, columns: PhotozColumn
     batch_size : `int`
         Rows per forward pass.
     """
-    size = int(getattr(engine.config, "batchSize", 0) or 0)
-    if size > 0:
-        return size
-    from ..engine import _call_single
-
-    probe = {"": np.zeros((16, columns.n_inputs), dtype=np.float32)}
-    return int(engine._auto_batch_size(engine._load(package), probe, False, _call_single))
+    return engine.batch_size_for(package, np.zeros((16, columns.n_inputs), dtype=np.float32))
 
 
 def chunk_rows(chunk_size: int, batch_size: int) -> tuple[int, int]:
@@ -456,7 +450,7 @@ def predict_photoz(
     ids = object_ids(table, columns, row_offset=row_offset)
     if duplicate_ids is not None:
         flags[duplicate_ids.mask(ids)] |= PhotozFlag.DUPLICATE_ID
-    elif columns.id_column in _column_names(table):
+    elif columns.id_column in column_names(table):
         duplicated = _duplicated(ids)
         if duplicated.any():
             flags[duplicated] |= PhotozFlag.DUPLICATE_ID
@@ -670,11 +664,11 @@ def predict_photoz_chunked(
     chunk, batch = chunk_rows(chunk_size, forward_batch_size(engine, package, columns))
     kwargs = {"engine": engine, "pdf_format": pdf_format, "compact_levels": compact_levels,
               "ood_threshold": ood_threshold}
-    n = _n_rows(table)
+    n = row_count(table)
     if n <= chunk:
         return predict_photoz(package, table, columns, batch_size=batch, **kwargs)
     ids = object_ids(table, columns)
-    duplicates = DuplicateIds(ids) if columns.id_column in _column_names(table) else None
+    duplicates = DuplicateIds(ids) if columns.id_column in column_names(table) else None
     result: Table | None = None
     n_flagged = 0
     for start in range(0, n, chunk):

@@ -56,7 +56,13 @@ from .features import PhotozColumns, PhotozInputError, missing_mask
 from .metrics import photoz_metrics
 from .pdf import summarize_pdf
 
-__all__ = ["PhotozTrainingConfig", "TrainingResult", "train_photoz", "train_photoz_table"]
+__all__ = [
+    "PhotozTrainingConfig",
+    "TrainingResult",
+    "soft_targets",
+    "train_photoz",
+    "train_photoz_table",
+]
 
 _LOG = logging.getLogger("lsst.meas.ml.photoz.train")
 
@@ -111,13 +117,24 @@ class PhotozTrainingConfig:
             raise ValueError("validation_fraction must be in (0, 0.9).")
 
 
-def _soft_targets(
+def soft_targets(
     z: torch.Tensor, n_bins: int, z_min: float, z_max: float, sigma_bins: float = 0.0
 ) -> torch.Tensor:
     """Share each redshift linearly between its two nearest bin centres.
 
     With ``sigma_bins > 0`` the target is instead a Gaussian of that width
     (in bins) centred on the redshift, truncated to the bins and normalised.
+
+    Parameters
+    ----------
+    z : `torch.Tensor`
+        Redshifts, shape (N,).
+    n_bins : `int`
+        Number of bins.
+    z_min, z_max : `float`
+        Redshift range of the bins.
+    sigma_bins : `float`, optional
+        Width of the Gaussian target in bins (0: the linear share).
     """
     width = (z_max - z_min) / n_bins
     if sigma_bins > 0:
@@ -414,8 +431,8 @@ def _train(
         model.feature_mean.copy_(mean)
         model.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
-    t_train = _soft_targets(z_train, config.n_bins, config.z_min, config.z_max, config.target_sigma_bins)
-    t_val = _soft_targets(z_val, config.n_bins, config.z_min, config.z_max)
+    t_train = soft_targets(z_train, config.n_bins, config.z_min, config.z_max, config.target_sigma_bins)
+    t_val = soft_targets(z_val, config.n_bins, config.z_min, config.z_max)
     deadline = None if config.max_seconds is None else t0 + config.max_seconds
     epochs = []
     for k in range(config.n_members):
@@ -444,7 +461,7 @@ def _train(
         t_fit = torch.cat(
             [
                 t_train,
-                _soft_targets(z_val, config.n_bins, config.z_min, config.z_max, config.target_sigma_bins),
+                soft_targets(z_val, config.n_bins, config.z_min, config.z_max, config.target_sigma_bins),
             ]
         )
         for k in range(config.n_members):
@@ -530,13 +547,13 @@ def train_photoz_table(
         If the table lacks ``redshift_column`` or an input column, a
         column is not numeric, or as for `train_photoz`.
     """
-    from .features import _column, _column_names
+    from .features import column_names, column_values
 
-    if redshift_column not in _column_names(table):
+    if redshift_column not in column_names(table):
         raise PhotozInputError(
             f"The training table lacks the redshift column {redshift_column!r}; pass --redshift-column."
         )
     return train_photoz(
-        columns.extract(table), _column(table, redshift_column), columns, config, provenance=provenance,
+        columns.extract(table), column_values(table, redshift_column), columns, config, provenance=provenance,
         name=name,
     )
