@@ -188,6 +188,9 @@ def run_demo(
     del butler
     cmd = [
         str(Path(sys.executable).with_name("pipetask")),
+        # Without EUPS the stack warns that it cannot list package versions:
+        # expected in a pip installation, so not shown.
+        "--log-level", "lsst.utils.packages=ERROR",
         "run",
         "-b", str(repo),
         "-i", ",".join([INPUT_COLLECTION, *model_runs]),
