@@ -60,6 +60,8 @@ class Product:
 PRODUCTS: tuple[Product, ...] = (
     Product("photoz", "photometric redshifts with PDFs", "ml_photoz"),
     Product("dia", "real/bogus and class scores of DIA sources", "ml_dia_scores"),
+    # Not in the demo yet: the simulated survey has no Solar System source table.
+    Product("asteroids", "asteroid taxonomy from survey colours", "ml_asteroid_taxonomy", in_demo=False),
 )
 
 
