@@ -159,3 +159,33 @@ def test_repo_without_plugin_config(tmp_path):
     check_repo(Butler.from_config(tmp_path / "plain"))
     with pytest.raises(RepoConfigError, match="No Butler repository"):
         open_repo(tmp_path / "nowhere")
+
+
+def test_stamps_read_through_the_butler_bbox_parameter(tiny_repo):
+    """cut_stamps with a reader that asks the Butler for only the needed box, and
+    with the lsst.images object itself, gives the stamps cut from the whole image."""
+    from lsst.daf.butler import Butler
+
+    from lsst.meas.ml.cutouts import cut_stamps, multiband_stack
+
+    butler = Butler.from_config(str(tiny_repo), collections="MLSim/defaults")
+    ref = butler.query_datasets("visit_image", explain=False)[0]
+    whole = butler.get(ref)
+    planes = PixelPlanes.from_image(whole)
+    x = np.array([20.0, 80.5, 3.0])
+    y = np.array([30.0, 60.0, 150.0])
+    expected = cut_stamps(planes, x, y, 11, bad_mask_bits=["BAD", "SAT"])
+    asked = []
+
+    def reader(box):
+        asked.append(box)
+        return butler.get(ref, parameters={"bbox": box.to_stack()})
+
+    through_butler = cut_stamps(reader, x, y, 11, bbox=planes.bbox, bad_mask_bits=["BAD", "SAT"])
+    direct = cut_stamps(whole, x, y, 11, bad_mask_bits=["BAD", "SAT"])
+    assert asked and asked[0].width < planes.bbox.width  # only the union of the stamps was read
+    for got in (through_butler, direct):
+        np.testing.assert_array_equal(got.data, expected.data)
+        np.testing.assert_array_equal(got.bad, expected.bad)
+    stack = multiband_stack({whole.band: whole}, x, y, 11, object_mask="detected")
+    assert stack.data.shape[0] == 3 and np.isfinite(stack.data).all()

@@ -130,6 +130,13 @@ class Stamps:
         return self.unusable.reshape(len(self), self.size * self.size).all(axis=1)
 
 
+def _as_planes(obj: Any) -> Any:
+    """Return an ``lsst.images`` image as its `PixelPlanes` view; anything else as it is."""
+    if type(obj).__module__.startswith("lsst.images"):
+        return PixelPlanes.from_image(obj)
+    return obj
+
+
 def stamp_boxes(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compute the lower-left corners of the stamps and the finite-position flags.
 
@@ -248,6 +255,7 @@ def cut_stamps(
     ):
         raise ImageError(f"threads must be None (auto) or a positive integer, got {threads!r}.")
     sx0, sy0, finite = stamp_boxes(x, y, size)
+    planes = _as_planes(planes)
 
     if callable(planes) and not isinstance(planes, (PixelPlanes, Sequence, np.ndarray)):
         if bbox is None:
@@ -257,7 +265,7 @@ def cut_stamps(
         if need.is_empty:
             # No stamp touches the image: read one pixel, only to learn the planes.
             need = Box(full.x0, full.y0, min(1, full.width), min(1, full.height))
-        planes = planes(need)
+        planes = _as_planes(planes(need))
         if isinstance(planes, PixelPlanes) and planes.bbox != need:
             raise ImageError(f"Reader returned an exposure covering {planes.bbox}; {need} was requested.")
         region = need
@@ -663,6 +671,7 @@ def multiband_stack(
         names each channel.
     """
     bands = list(bands) if bands is not None else list(exposures)
+    exposures = {b: _as_planes(e) for b, e in exposures.items()}
     absent = [b for b in bands if b not in exposures]
     if absent:
         raise ImageError(f"No exposure for band(s) {absent}; have {sorted(exposures)}.")
@@ -712,8 +721,8 @@ def multiband_stack(
             detected = np.zeros((n, size, size), dtype=bool)
             for band, st in zip(bands, per_band, strict=True):
                 exp = exposures[band]
-                planes = exp.mask_planes if isinstance(exp, PixelPlanes) else None
-                bit = 1 << (planes or {}).get("DETECTED", 5)
+                index = exp.plane_bit("DETECTED") if isinstance(exp, PixelPlanes) else None
+                bit = 1 << (5 if index is None else index)
                 if st.mask is not None:
                     detected |= (st.mask & bit) != 0
             chan = detected.astype(np.float32)
