@@ -165,7 +165,6 @@ def test_stamps_read_through_the_butler_bbox_parameter(tiny_repo):
     """cut_stamps with a reader that asks the Butler for only the needed box, and
     with the lsst.images object itself, gives the stamps cut from the whole image."""
     from lsst.daf.butler import Butler
-
     from lsst.meas.ml.cutouts import cut_stamps, multiband_stack
 
     butler = Butler.from_config(str(tiny_repo), collections="MLSim/defaults")
