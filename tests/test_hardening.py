@@ -345,3 +345,12 @@ def test_duplicate_object_ids_are_flagged_and_logged(photoz_package, caplog):
     assert "16=DUPLICATE_ID" in out["photoz_flags"].description
     unique = predict_photoz(photoz_package, make_photometric_catalog(6, seed=4))
     assert not (np.asarray(unique["photoz_flags"]) & int(PhotozFlag.DUPLICATE_ID)).any()
+
+
+def test_quality_report_refuses_to_overwrite_its_model(tmp_path):
+    from lsst.meas.ml.cli import main
+
+    model = tmp_path / "dia.safetensors"
+    model.write_bytes(DIA_DEFAULT.read_bytes())
+    assert main(["quality", "dia", "--model", str(model), "--out", str(model)]) != 0
+    assert model.read_bytes() == DIA_DEFAULT.read_bytes()

@@ -18,6 +18,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from .errors import MeasMlUserError
 
@@ -27,6 +28,7 @@ __all__ = [
     "refuse_output_over_input",
     "same_file",
     "write_bytes_atomic",
+    "write_table",
     "write_text_atomic",
 ]
 
@@ -175,3 +177,34 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> str:
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as stream:
         stream.write(text)
     return os.fspath(path)
+
+
+def write_table(table: Any, path: str | os.PathLike[str]) -> str:
+    """Write a catalog as Parquet (the Butler's Arrow conversion; metadata kept).
+
+    The file is written atomically (`atomic_output`): a
+    temporary file in the same directory is renamed over ``path`` once
+    complete, so a failure never leaves a half-written catalog.  Callers
+    that read input files check first that ``path`` is none of them
+    (`refuse_output_over_input`).
+
+    Parameters
+    ----------
+    table : `astropy.table.Table`
+        The catalog.
+    path : path-like
+        The Parquet file to write.
+
+    Returns
+    -------
+    path : `str`
+        ``path``, as a string.
+    """
+    import pyarrow.parquet as pq
+    from lsst.daf.butler.formatters.parquet import astropy_to_arrow
+
+    path = os.fspath(path)
+    arrow = astropy_to_arrow(table)
+    with atomic_output(path) as tmp:
+        pq.write_table(arrow, tmp)
+    return path

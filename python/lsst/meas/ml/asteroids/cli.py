@@ -70,7 +70,7 @@ def _read_sources(path: str) -> Any:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ..fileio import atomic_output, refuse_output_over_input
+    from ..fileio import refuse_output_over_input, write_table
     from ..packages import ModelPackage, default_package
     from .features import AsteroidColumns
     from .predict import predict_asteroids
@@ -81,9 +81,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                               args.phase_column, args.helio_column, args.topo_column)
     catalog = predict_asteroids(package, _read_sources(args.input), columns,
                                 anomaly_threshold=args.anomaly_threshold)
-    catalog.meta = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in catalog.meta.items()}
-    with atomic_output(args.out) as tmp:
-        catalog.write(tmp, overwrite=True)
+    write_table(catalog, args.out)
     print(f"Wrote {len(catalog)} objects to {args.out}.")
     return 0
 

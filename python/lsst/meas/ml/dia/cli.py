@@ -226,7 +226,10 @@ def add_bench_parser(subparsers: Any) -> None:
 
 # ----------------------------------------------------------------------
 def _cmd_quality(args: argparse.Namespace) -> int:
+    from ..fileio import refuse_output_over_input, write_text_atomic
     from .quality_report import quality_report, template_comparison
+
+    refuse_output_over_input(args.out, [args.model, *args.ztf, *args.rubin])
 
     butler = None
     if args.repo:
@@ -258,8 +261,7 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     )
     text = json.dumps(report, indent=2, default=float)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+        write_text_atomic(args.out, text)
     print(text)
     return 0
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from astropy.table import Table
 
-from ..fileio import atomic_output
+from ..fileio import atomic_output, write_table
 from .features import FeatureError
 
 __all__ = ["TableChunks", "TableReadError", "read_table", "write_table", "write_table_stream"]
@@ -142,35 +142,6 @@ def read_table(
     raise TableReadError(f"Unknown table format {ext!r} for {path}; use Parquet, CSV or HDF5.")
 
 
-def write_table(table: Table, path: str | os.PathLike[str]) -> str:
-    """Write a catalog as Parquet (the Butler's Arrow conversion; metadata kept).
-
-    The file is written atomically (`lsst.meas.ml.fileio.atomic_output`): a
-    temporary file in the same directory is renamed over ``path`` once
-    complete, so a failure never leaves a half-written catalog.  Callers
-    that read input files check first that ``path`` is none of them
-    (`lsst.meas.ml.fileio.refuse_output_over_input`).
-
-    Parameters
-    ----------
-    table : `astropy.table.Table`
-        The catalog.
-    path : path-like
-        The Parquet file to write.
-
-    Returns
-    -------
-    path : `str`
-        ``path``, as a string.
-    """
-    import pyarrow.parquet as pq
-    from lsst.daf.butler.formatters.parquet import astropy_to_arrow
-
-    path = os.fspath(path)
-    arrow = astropy_to_arrow(table)
-    with atomic_output(path) as tmp:
-        pq.write_table(arrow, tmp)
-    return path
 
 
 
