@@ -24,7 +24,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.meas_ml-installed
 
-.PHONY: all install lint demo test test-full bench bench-core bench-dia bench-photoz clean distclean
+.PHONY: all install services lint demo test test-full bench bench-core bench-dia bench-photoz clean distclean
 
 all: install
 
@@ -50,6 +50,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's PostgreSQL, Slurm and munge for the data-centre tests (root and
+# apt-get only; the tests start their own servers on loopback and skip,
+# saying why, where these are missing).  .ci/run calls it before make test.
+services:
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make services: needs root and apt-get; the PostgreSQL/Slurm tests will skip if the servers are missing"; \
+	elif command -v slurmd >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "make services: PostgreSQL, Slurm and munge are installed"; \
+	else \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql slurm-wlm munge >/dev/null) \
+	    && echo "make services: installed PostgreSQL, Slurm and munge" \
+	    || echo "make services: could not install PostgreSQL/Slurm/munge; their tests will skip"; \
+	fi
 
 demo: $(STAMP)
 	$(VENV)/bin/meas-ml demo --repo $(DEMO_REPO) --size $(DEMO_SIZE) --shape $(DEMO_SHAPE)

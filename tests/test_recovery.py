@@ -142,3 +142,61 @@ def test_recover_after_one_failed_quantum(tmp_path):
     sources = butler.get("dia_source_unstandardized", recovered.dataId)
     assert len(table) == len(sources) == n_sources
     np.testing.assert_array_equal(table["diaSourceId"], sources["diaSourceId"])
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_half_written_dataset(tiny_repo):
+    """SIGKILL a ``pipetask run`` as soon as its first output lands; rerun the documented way.
+
+    Whenever the kill lands, every dataset the registry knows must read back
+    whole, and ``--extend-run --clobber-outputs`` must finish the missing
+    quanta with exactly one output each.
+    """
+    import os
+    import signal
+    import time
+
+    from lsst.daf.butler import Butler
+    from lsst.meas.ml.butler.registration import register_package
+    from lsst.meas.ml.packages import ModelPackage
+
+    output = "u/test/killed"
+    butler = Butler.from_config(str(tiny_repo), writeable=True)
+    package = ROOT / "python" / "lsst" / "meas" / "ml" / "data" / "dia_default.safetensors"
+    _, run = register_package(butler, ModelPackage.load(package), run="models/dia/kill-test")
+    expected = {_key(r.dataId) for r in butler.query_datasets("dia_source_unstandardized",
+                                                              collections="MLSim/defaults")}
+    del butler
+    cmd = [_tool("pipetask"), "run", "-b", str(tiny_repo), "-i", f"MLSim/defaults,{run}", "-o", output,
+           "-p", str(PIPELINE), "--register-dataset-types"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out_dir = Path(tiny_repo) / output
+    deadline = time.monotonic() + 300
+    killed = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out_dir.exists() and any(out_dir.rglob("ml_dia_scores*")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed, "the run finished before any output appeared; nothing was killed"
+
+    butler = Butler.from_config(str(tiny_repo))
+    partial = list(butler.query_datasets("ml_dia_scores", collections=output, find_first=False,
+                                         explain=False))
+    assert len(partial) < len(expected), "the kill landed after the last output: rerun the test"
+    for ref in partial:
+        assert len(butler.get(ref)) > 0  # whole, readable parquet
+    del butler
+
+    rec = subprocess.run([*cmd[:-1], "--extend-run", "--clobber-outputs"], capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert rec.returncode == 0, f"rerun after the kill failed{_tail(rec)}"
+    butler = Butler.from_config(str(tiny_repo))
+    every = list(butler.query_datasets("ml_dia_scores", collections=output, find_first=False, explain=False))
+    assert sorted(_key(r.dataId) for r in every) == sorted(expected)
+    before = {_key(r.dataId): r.id for r in partial}
+    assert all(before[_key(r.dataId)] == r.id for r in every if _key(r.dataId) in before)
+    for ref in every:
+        assert len(butler.get(ref)) > 0

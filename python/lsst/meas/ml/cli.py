@@ -110,6 +110,32 @@ def _cmd_transfer_inputs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_startup(args: argparse.Namespace) -> int:
+    from .butler.startup import measure_startup
+
+    figures = measure_startup(args.repo, repeats=args.repeats)
+    print(json.dumps(figures, indent=2))
+    print(
+        f"start-up {figures['startup_s']:.2f} s per job (imports {figures['imports_s']:.2f} s, model load "
+        f"{figures['model_load_s']:.3f} s) against {figures['per_quantum_s']:.2f} s per quantum: "
+        f"ratio {figures['startup_s'] / figures['per_quantum_s']:.1f}; start-up share with 1/8/64 quanta per "
+        f"job: {', '.join(f'{v:.0%}' for v in figures['startup_share'].values())}"
+    )
+    return 0
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    from .cost import cost_table, format_markdown, read_figures
+
+    rows = cost_table(read_figures(args.figures), cores=args.cores, gpus=args.gpus,
+                      bandwidth_gbs=args.bandwidth_gbs)
+    if args.markdown:
+        print(format_markdown(rows, cores=args.cores, gpus=args.gpus, bandwidth_gbs=args.bandwidth_gbs))
+    else:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``meas-ml`` with every sub-command.
 
@@ -170,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Repository shape to simulate and run on (DP1Pipeline.yaml for dp1).")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("cost", help="CPU/GPU hours of a data release from measured throughputs.")
+    p.add_argument("--figures", required=True, help="JSON of measured task figures (doc/cost_inputs.json).")
+    p.add_argument("--cores", type=int, default=1000, help="CPU cores for the wall time (default 1000).")
+    p.add_argument("--gpus", type=int, default=10, help="GPUs for the GPU wall time (default 10).")
+    p.add_argument("--bandwidth-gbs", type=float, default=10.0, help="Aggregate read GB/s (default 10).")
+    p.add_argument("--markdown", action="store_true", help="Print a Markdown table instead of JSON.")
+    p.set_defaults(func=_cmd_cost)
+
     p = sub.add_parser(
         "transfer-inputs",
         help="Copy a pipeline's inputs from a read-only Butler (e.g. the RSP's dp1) into a local repo.",
@@ -195,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="family", metavar="BENCH")
     # Dispatched in main() to lsst.meas.ml.bench.main, which parses its own options.
     bench_sub.add_parser("core", help="Cutouts vs the memory floor; engine throughput (see --help).")
+    p = bench_sub.add_parser(
+        "startup", help="A batch job's start-up against its per-quantum time (real pipetask runs)."
+    )
+    p.add_argument("--repo", default=None, help="Simulated-survey repository (default: a new tiny one).")
+    p.add_argument("--repeats", type=int, default=1, help="Repeat and keep the fastest.")
+    p.set_defaults(func=_cmd_bench_startup)
 
     from .products import PRODUCTS
 

@@ -115,15 +115,22 @@ def ensure_storage_classes() -> None:
         factory.addFromConfig(Config(yaml.safe_load(fh)))
 
 
-def create_repo(root: str | os.PathLike, *, overwrite: bool = False) -> Butler:
-    """Create a SQLite-backed repository with the plugin's config baked in.
+def create_repo(root: str | os.PathLike, *, overwrite: bool = False, db: str | None = None) -> Butler:
+    """Create a repository with the plugin's config baked in.
 
     Parameters
     ----------
     root : path-like
-        Directory of the new repository.
+        Directory of the new repository (its datastore, and its SQLite
+        registry unless ``db`` is given).
     overwrite : `bool`
         Remove an existing directory at ``root`` first.
+    db : `str`, optional
+        Registry database URL, e.g.
+        ``postgresql://user@host:5432/dbname`` (a data-centre registry;
+        needs ``psycopg``); default a SQLite file in ``root``.  With
+        PostgreSQL, ``overwrite`` does not empty the database: give an empty
+        one (or a new ``namespace`` schema in the URL's database).
 
     Returns
     -------
@@ -137,7 +144,10 @@ def create_repo(root: str | os.PathLike, *, overwrite: bool = False) -> Butler:
                 f"{root} already holds a Butler repository; pass overwrite=True to replace it."
             )
         shutil.rmtree(root)
-    Butler.makeRepo(root, config=plugin_config())
+    config = plugin_config()
+    if db is not None:
+        config["registry", "db"] = db
+    Butler.makeRepo(root, config=config)
     return Butler.from_config(root, writeable=True)
 
 

@@ -14,8 +14,10 @@ from ..images import PixelPlanes
 from .common import OBJECT_ID_OFFSET, TRACT_ID, stage_rng
 from .config import ALL_BANDS, SurveyConfig, flux_to_mag
 from .galaxies import (
+    HUBBLE_TYPES,
     MORPHOLOGY_CLASSES,
     galaxy_profile,
+    hubble_types,
     stamp_size,
 )
 from .geometry import SurveyGeometry
@@ -372,4 +374,8 @@ def truth_object_table(
     for name in ("is_variable", "var_amplitude", "var_period", "var_phase"):
         t[name] = truth[name]
     t.meta["morphology_classes"] = dict(MORPHOLOGY_CLASSES)
+    types = hubble_types(truth["morphology_class"], truth["bulge_fraction"])
+    t["hubble_type_class"] = types
+    t["hubble_type"] = np.array([HUBBLE_TYPES[k] if k >= 0 else "star" for k in types])
+    t.meta["hubble_types"] = list(HUBBLE_TYPES)
     return t

@@ -22,6 +22,7 @@ from .config import ALL_BANDS, SurveyConfig, mag_to_flux
 from .sed import blackbody_colours, galaxy_colours
 
 __all__ = [
+    "HUBBLE_TYPES",
     "MORPHOLOGY_CLASSES",
     "GSPARAMS",
     "draw_static_sky",
@@ -33,6 +34,10 @@ __all__ = [
 
 #: Morphology class names and the integer labels used in truth tables.
 MORPHOLOGY_CLASSES: dict[str, int] = {"elliptical": 0, "spiral": 1, "irregular": 2, "star": 3}
+
+#: Hubble types of the galaxies, in the order of their integer labels
+#: (`hubble_types`); stars get -1.
+HUBBLE_TYPES: tuple[str, ...] = ("E", "S0", "Sa", "Sb", "Sc/Sd", "Irr")
 
 #: GalSim accuracy settings: good enough for survey noise, fast to draw.
 GSPARAMS = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3, maximum_fft_size=4096)
@@ -50,6 +55,38 @@ def _distance_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dm = np.asarray(cosmo.distmod(z).value)
     kpc = np.asarray(cosmo.kpc_proper_per_arcmin(z).value) / 60.0
     return z, dm, kpc
+
+
+def hubble_types(morphology_class: np.ndarray, bulge_fraction: np.ndarray) -> np.ndarray:
+    """Return the Hubble type of each object from its class and bulge-to-total ratio.
+
+    Ellipticals (class 0) with B/T >= 0.85 are E and the others S0 (a
+    smooth disk with the elliptical's colours); spirals (class 1) are Sa for
+    B/T >= 0.3, Sb for 0.12 <= B/T < 0.3 and Sc/Sd below; irregulars are
+    Irr.  Stars (class 3) get -1.
+
+    Parameters
+    ----------
+    morphology_class : `numpy.ndarray`
+        Integer classes of `MORPHOLOGY_CLASSES`.
+    bulge_fraction : `numpy.ndarray`
+        Bulge-to-total flux ratio (i band).
+
+    Returns
+    -------
+    types : `numpy.ndarray`
+        Int16 index into `HUBBLE_TYPES` (-1 for stars).
+    """
+    m = np.asarray(morphology_class)
+    bt = np.asarray(bulge_fraction, dtype=float)
+    out = np.full(m.shape, -1, dtype=np.int16)
+    out[(m == 0) & (bt >= 0.85)] = 0
+    out[(m == 0) & (bt < 0.85)] = 1
+    out[(m == 1) & (bt >= 0.3)] = 2
+    out[(m == 1) & (bt >= 0.12) & (bt < 0.3)] = 3
+    out[(m == 1) & (bt < 0.12)] = 4
+    out[m == 2] = 5
+    return out
 
 
 def _draw_magnitudes(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
