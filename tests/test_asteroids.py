@@ -1,7 +1,8 @@
-"""Asteroid taxonomy (issue 12): colours, mixture, prediction, bad inputs, training, real data."""
+"""Asteroid taxonomy: colours, mixture, prediction, bad inputs, training, real data, simulated survey."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from lsst.meas.ml.asteroids.train import COMPLEXES, fit_mixture, noisy_realisati
 from lsst.meas.ml.packages import ModelPackage
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_SCALE = os.environ.get("MEAS_ML_TEST_SCALE", "reduced")
 DATA = ROOT.parent / "shared" / "data"
 CLASSY = DATA / "asteroid_taxonomy" / "classy_data.csv"
 ALERTS = sorted((DATA / "rubin_alerts").glob("*.parquet"))
@@ -143,6 +145,57 @@ def test_mixture_fit_known_answer():
                                    torch.ones(n, 3, dtype=torch.bool), model.means[:, :3],
                                    model.covariances[:, :3, :3]) + model.log_weights
     torch.testing.assert_close(ll_missing, ll3)
+
+
+def test_mixture_fit_with_missing_colours():
+    rng = np.random.default_rng(4)
+    n = 800
+    true_means = np.array([[0.6, 0.2, -0.1, 0.0], [0.4, 0.1, 0.05, 0.05]])
+    y = rng.integers(0, 2, n)
+    clean = true_means[y] + 0.03 * rng.standard_normal((n, 4))
+    x, cov, _ = noisy_realisations(clean, 1, rng, min_mag_err=0.02, max_mag_err=0.03)
+    labels = np.where(rng.random(n) < 0.2, y, -1)
+    # half the unlabelled rows lack i-z and z-y (as the default simulated survey's asteroids)
+    drop = (labels < 0) & (rng.random(n) < 0.5)
+    x[drop, 2:] = np.nan
+    cov[drop, 2:, :] = np.nan
+    cov[drop, :, 2:] = np.nan
+    model = fit_mixture(x, cov, labels, 2, n_iter=40)
+    means = model.means.numpy()[np.argsort(model.component_class.numpy())]
+    np.testing.assert_allclose(means, true_means, atol=0.012)
+    var = np.diagonal(model.covariances.numpy(), axis1=1, axis2=2)
+    assert np.all(np.abs(np.sqrt(var) - 0.03) < 0.012), np.sqrt(var)
+    from lsst.meas.ml.asteroids.train import AsteroidsTrainingError
+
+    x[0] = np.nan
+    with pytest.raises(AsteroidsTrainingError, match="at least one observed colour"):
+        fit_mixture(x, cov, labels, 2, n_iter=2)
+
+
+def test_demo_summary_figures():
+    from lsst.meas.ml.asteroids.demo import summary_figures
+
+    taxonomy = Table({"ssObjectId": [1, 2, 3, 4], "taxonomy_class": ["S", "C", "C", ""],
+                      "prob_S": [0.7, 0.4, 0.1, np.nan], "prob_C": [0.3, 0.6, 0.9, np.nan],
+                      "taxonomy_flags": [0, 0, 0, int(AsteroidFlag.ONE_BAND)]})
+    truth = Table({"ssObjectId": [1, 1, 2, 3, 4], "asteroid_class": ["S", "S", "S", "C", "C"]})
+    f = summary_figures(taxonomy, truth)
+    assert f["n_objects"] == 4 and f["n_classified"] == 3 and f["n_one_band"] == 1
+    assert f["accuracy"] == pytest.approx(2 / 3) and f["majority_class"] == "S"
+    assert f["majority_accuracy"] == pytest.approx(2 / 3)
+    assert f["median_true_probability"] == pytest.approx(0.7)
+
+
+def test_simulated_population_accuracy():
+    """The shipped package on objects drawn as the simulated survey draws them: more colours, better."""
+    from lsst.meas.ml.asteroids.metrics import simulated_population_accuracy
+    from lsst.meas.ml.cli import main
+    from lsst.meas.ml.packages import default_package
+
+    f = simulated_population_accuracy(default_package("asteroids"), 3000, mag_err=0.03, seed=1)
+    assert f["majority_class"] == "C" and 0.35 < f["majority_accuracy"] < 0.45
+    assert f["accuracy_four_colours"] > f["accuracy_g_r_r_i"] > f["majority_accuracy"] + 0.1
+    assert main(["asteroids-quality"]) != 0  # needs --classy or --simulated-objects
 
 
 def _synthetic_package():
@@ -304,3 +357,57 @@ def test_pipetask_run(package, tmp_path):
         "ml_asteroid_taxonomy", instrument="LSSTCam")
     assert list(out["ssObjectId"]) == [5, 6]
     assert out["taxonomy_class"][0] == "C" and out["taxonomy_flags"][1] & AsteroidFlag.ONE_BAND
+
+
+def _pipelines_with_task(shape):
+    """asteroids.yaml, and the demo pipeline of ``shape`` once it holds classifyAsteroids."""
+    demo = ROOT / "pipelines" / ("DP1Pipeline.yaml" if shape == "dp1" else "DemoPipeline.yaml")
+    found = [str(ROOT / "pipelines" / "asteroids.yaml")]
+    if "classifyAsteroids" in demo.read_text():
+        found.append(f"{demo}#classifyAsteroids")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REGISTERED, reason="'asteroids' is not yet in lsst.meas.ml.products.PRODUCTS")
+@pytest.mark.parametrize("shape", [
+    "drp",
+    pytest.param("dp1", marks=pytest.mark.skipif(
+        TEST_SCALE != "full", reason="reduced scale: the DP1-shaped repository is checked in the full run "
+        "(same ss_source dataset type and task)")),
+])
+def test_simulated_survey_through_pipetask(shape, tiny_repo, tmp_path):
+    """The simulated survey's ss_source -> demo training -> pipetask run -> summary against the truth."""
+    from lsst.daf.butler import Butler
+    from lsst.meas.ml.asteroids.demo import summarize, survey_colours, train_demo_package
+    from lsst.meas.ml.butler.registration import register_package
+    from lsst.meas.ml.simulate import SIM_COLLECTION, SurveyConfig, build_repo
+
+    repo = tiny_repo
+    if shape == "dp1":
+        repo = tmp_path / "dp1"
+        build_repo(repo, SurveyConfig.tiny(), shape="dp1")
+    butler = Butler.from_config(str(repo), writeable=True)
+    ss = butler.get(butler.query_datasets("ss_source", collections=SIM_COLLECTION)[0])
+    ids, x, _ = survey_colours(ss)
+    assert len(ids) >= 3 and np.isfinite(x[:, 0]).sum() >= 3  # the tiny survey's visits are in g and r
+    package = train_demo_package(butler, [SIM_COLLECTION], str(tmp_path))
+    assert package.family == "asteroids"
+    run = f"models/asteroids/test-{shape}"
+    register_package(butler, package, run=run)
+    del butler
+    pipetask = Path(sys.executable).with_name("pipetask")
+    for k, pipeline in enumerate(_pipelines_with_task(shape)):
+        output = f"u/test/asteroids-sim-{shape}-{k}"
+        cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
+               "-i", f"{SIM_COLLECTION},{run}", "-o", output, "-p", pipeline, "--register-dataset-types",
+               "-c", "classifyAsteroids:inference.device=cpu"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        butler = Butler.from_config(str(repo))
+        out = butler.get(butler.query_datasets("ml_asteroid_taxonomy", collections=output)[0])
+        assert sorted(out["ssObjectId"]) == sorted(np.unique(np.asarray(ss["ssObjectId"])))
+        classified = out[out["taxonomy_class"] != ""]
+        assert set(np.asarray(classified["ssObjectId"])) == set(ids)
+        lines = summarize(butler, output)
+        assert lines and f"{len(out)} objects, {len(classified)} with a class" in lines[0]

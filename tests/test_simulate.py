@@ -396,3 +396,62 @@ def test_dp1_shaped_repository(tmp_path, tiny):
     assert len(table) == len(tiny.dia_source) and {"visit", "detector", "x", "y"} <= set(table.colnames)
     with pytest.raises(ValueError, match="Unknown repository shape"):
         build_repo(tmp_path / "x", SurveyConfig.tiny(), shape="dp2")
+
+
+# ----------------------------------------------------------------------
+# Solar System sources
+# ----------------------------------------------------------------------
+def test_asteroid_geometry_and_colour_draws():
+    from lsst.meas.ml.simulate.populations import (
+        asteroid_colour_model,
+        draw_asteroid_colours,
+        observing_geometry,
+    )
+
+    delta, alpha = observing_geometry(np.array([2.5, 2.0]), np.array([180.0, 90.0]))
+    np.testing.assert_allclose(delta, [1.5, np.sqrt(3.0)])
+    np.testing.assert_allclose(alpha, [0.0, 30.0], atol=1e-9)
+    model = asteroid_colour_model()
+    s = model["complex"] == "S"
+    expected = (model["weights"][s, None] * model["means"][s]).sum(0) / model["weights"][s].sum()
+    off = draw_asteroid_colours(np.full(4000, "S"), np.random.default_rng(3), model)
+    colours = np.stack([off[:, 1], -off[:, 3], off[:, 3] - off[:, 4], off[:, 4] - off[:, 5]], axis=1)
+    np.testing.assert_allclose(colours.mean(0), expected, atol=0.01)
+    assert np.all(off[:, 2] == 0.0)
+    with pytest.raises(ValueError, match="Unknown asteroid class"):
+        draw_asteroid_colours(np.array(["Q"]), np.random.default_rng(0), model)
+
+
+def test_ss_source_follows_colours_and_geometry(tiny):
+    from lsst.meas.ml.asteroids.features import AsteroidColumns, build_colours, hg12_phase_function
+    from lsst.meas.ml.simulate.visits import SS_SOURCE_COLUMNS
+
+    ss = tiny.ss_source
+    ast = tiny.asteroids
+    assert list(ss.colnames) == list(SS_SOURCE_COLUMNS)
+    assert set(AsteroidColumns().columns()) <= set(ss.colnames)
+    assert len(ss) > 0 and ss["psfFlux"].unit == u.nJy and ss["helioRange"].unit == u.AU
+    # every row is a detected DIA source of an injected asteroid, at most one per object and visit
+    src_ids = set(np.asarray(tiny.dia_source["diaSourceId"]).tolist())
+    assert set(np.asarray(ss["diaSourceId"]).tolist()) <= src_ids
+    assert set(np.asarray(ss["ssObjectId"]).tolist()) <= set(np.asarray(ast["ssObjectId"]).tolist())
+    pairs = list(zip(np.asarray(ss["ssObjectId"]).tolist(), np.asarray(ss["visit"]).tolist()))
+    assert len(pairs) == len(set(pairs))
+    # the same objects every night, so an object is seen in several bands
+    assert len(np.unique(np.asarray(ast["night"]))) > 1
+    assert len(ast) == tiny.config.asteroids_per_night * len(np.unique(np.asarray(ast["night"])))
+    # fluxes follow H_r + colour + distance/phase dimming (up to rotation, noise and edge losses)
+    truth = {int(r["ssObjectId"]): r for r in ast}
+    res = []
+    for row in ss:
+        t = truth[int(row["ssObjectId"])]
+        m = 31.4 - 2.5 * np.log10(row["psfFlux"])
+        h = m - 5 * np.log10(row["helioRange"] * row["topoRange"]) \
+            + 2.5 * np.log10(hg12_phase_function(row["phaseAngle"], float(t["g12"])))
+        res.append(h - t["H_r"] - t[f"{row['band']}_offset"])
+    res = np.array(res)
+    assert abs(np.median(res)) < 0.06 and np.mean(np.abs(res) < 0.2) > 0.75, res
+    # the colour step reads the table as it is: objects seen in g and r get a g-r colour
+    oc = build_colours(ss)
+    both = (oc.n_obs[:, 1] > 0) & (oc.n_obs[:, 2] > 0)
+    assert both.sum() >= 3 and np.isfinite(oc.colours[both, 1]).all()

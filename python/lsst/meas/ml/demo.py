@@ -82,8 +82,10 @@ def _survey_shape(repo: Path) -> str | None:
 
     try:
         butler = Butler.from_config(str(repo))
-        if not butler.query_datasets("object", collections=INPUT_COLLECTION, explain=False):
-            return None
+        # A repository simulated by an older meas_ml lacks newer products: rebuild it.
+        for name in ("object", "ss_source"):
+            if not butler.query_datasets(name, collections=INPUT_COLLECTION, explain=False):
+                return None
         names = {d.name for d in butler.registry.queryDatasetTypes()}
         return "dp1" if "dia_source" in names else "drp"
     except Exception:

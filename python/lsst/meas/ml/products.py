@@ -60,8 +60,7 @@ class Product:
 PRODUCTS: tuple[Product, ...] = (
     Product("photoz", "photometric redshifts with PDFs", "ml_photoz"),
     Product("dia", "real/bogus and class scores of DIA sources", "ml_dia_scores"),
-    # Not in the demo yet: the simulated survey has no Solar System source table.
-    Product("asteroids", "asteroid taxonomy from survey colours", "ml_asteroid_taxonomy", in_demo=False),
+    Product("asteroids", "asteroid taxonomy from survey colours", "ml_asteroid_taxonomy"),
     Product("morphology", "galaxy morphology classes", "ml_morphology", in_demo=False),
     Product("embedding", "self-supervised galaxy representations", "ml_embedding", in_demo=False),
     Product("dla", "damped Lyman-alpha absorbers in quasar spectra", "ml_dla", in_demo=False),

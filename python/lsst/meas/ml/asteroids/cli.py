@@ -8,8 +8,10 @@
   structs is flattened first); Rubin's column names by default.
 * ``meas-ml bench asteroids``: objects per second of the fit and of scoring
   10^6 objects (CPU, or ``--device cuda``).
-* ``meas-ml asteroids-quality --classy CSV [--png P] [--json J]``: the
-  quality report (`lsst.meas.ml.asteroids.metrics.quality_report`).
+* ``meas-ml asteroids-quality --classy CSV [--png P] [--json J]
+  [--simulated-objects N]``: the quality report
+  (`lsst.meas.ml.asteroids.metrics.quality_report`, and
+  `~lsst.meas.ml.asteroids.metrics.simulated_population_accuracy`).
 """
 
 from __future__ import annotations
@@ -136,13 +138,24 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_quality(args: argparse.Namespace) -> int:
     from ..fileio import refuse_output_over_input, write_text_atomic
     from .metrics import QualityConfig, plot_colour_diagram, quality_report
-    from .train import AsteroidsTrainingConfig, classy_colours, train_asteroids
+    from .train import AsteroidsTrainingConfig, AsteroidsTrainingError, classy_colours, train_asteroids
 
-    refuse_output_over_input(args.json, [args.classy], option="--json")
-    refuse_output_over_input(args.png, [args.classy], option="--png")
-    colours = classy_colours(args.classy)
-    report = quality_report(colours, QualityConfig(n_folds=args.folds, seed=args.seed))
-    if args.png:
+    if not args.classy and not args.simulated_objects:
+        raise AsteroidsTrainingError("asteroids-quality needs --classy, --simulated-objects or both.")
+    refuse_output_over_input(args.json, [args.classy, args.model], option="--json")
+    refuse_output_over_input(args.png, [args.classy, args.model], option="--png")
+    report: dict = {}
+    if args.simulated_objects:
+        from ..packages import ModelPackage, default_package
+        from .metrics import simulated_population_accuracy
+
+        package = ModelPackage.load(args.model) if args.model else default_package("asteroids")
+        report["simulated_population"] = simulated_population_accuracy(
+            package, args.simulated_objects, mag_err=args.mag_err, seed=args.seed)
+    if args.classy:
+        colours = classy_colours(args.classy)
+        report.update(quality_report(colours, QualityConfig(n_folds=args.folds, seed=args.seed)))
+    if args.png and args.classy:
         model = train_asteroids(colours, AsteroidsTrainingConfig(seed=args.seed)).package.build_model()
         plot_colour_diagram(model, colours, args.png)
         report["colour_diagram"] = args.png
@@ -166,7 +179,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="Cross-validated complex accuracy (semi-supervised mixture vs logistic baseline at 10%% and "
         "100%% labels), ARI of the unsupervised mixture, anomaly ROC AUC; optional colour-colour PNG.",
     )
-    p.add_argument("--classy", required=True, help="classy_data.csv.")
+    p.add_argument("--classy", default=None, help="classy_data.csv (the cross-validated report).")
+    p.add_argument("--simulated-objects", type=int, default=0,
+                   help="Also score this many objects drawn as the simulated survey draws them, with four "
+                   "colours and with g-r, r-i only (shipped package, or --model).")
+    p.add_argument("--model", default=None,
+                   help="Package for --simulated-objects (default: the shipped one).")
+    p.add_argument("--mag-err", type=float, default=0.05, help="Per-band error for --simulated-objects.")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="Write the report here too.")

@@ -6,8 +6,15 @@ Notes
 natural-log reflectance on 0.45-2.45 micron, NaN where not observed) are
 integrated over the LSST ``lsst2023`` throughputs shipped by ``speclite``
 (needed at training time only) with a 5778 K black body as the in-band
-solar weighting, and offset by the Sun's LSST AB colours (Willmer 2018:
-u 6.27, g 5.06, r 4.64, i 4.52, z 4.51, y 4.50).  Outside its observed range
+solar weighting, and offset by the Sun's LSST AB colours (`SUN_AB`: the
+CALSPEC solar reference spectrum ``sun_reference_stis_001`` through the same
+``lsst2023`` throughputs: u 6.236, g 5.078, r 4.640, i 4.531, z 4.513,
+y 4.512; Willmer 2018's rounded values differ by at most 0.017 mag in the
+colours, and the black-body in-band weighting from the real spectrum's by
+at most 0.002 mag).  The classy values are natural-log reflectances, each
+spectrum shifted to a mean near 0 (checked: an S type's reflectance rises by
+e^0.33 = 1.39 from 0.45 to 0.75 micron, as S types do; log10 would give 2.1).
+Outside its observed range
 a spectrum's log reflectance is extrapolated linearly with the slope of its
 outermost 0.1 micron; a band is computed only when at least
 ``min_coverage`` (default 0.6) of its photon-weighted response lies inside
@@ -52,6 +59,7 @@ from .features import BANDS, MODEL_COLOURS, colour_covariance
 
 __all__ = [
     "COMPLEXES",
+    "MISSING_VARIANCE",
     "AsteroidsTrainingConfig",
     "AsteroidsTrainingError",
     "TrainingColours",
@@ -70,8 +78,12 @@ _COMPLEX_OF = {"S": "S", "Q": "S", "R": "S", "C": "C", "Ch": "C", "D": "D", "Z":
                "V": "V", "B": "B", "A": "A"}
 _X_LIKE = ("X", "M", "P", "E")
 
-#: Sun's absolute AB magnitudes in the LSST bands (Willmer 2018).
-SUN_AB = {"u": 6.27, "g": 5.06, "r": 4.64, "i": 4.52, "z": 4.51, "y": 4.50}
+#: Variance (mag^2) given to a missing colour in the M step of `fit_mixture`.
+MISSING_VARIANCE = 1e6
+
+#: Sun's absolute AB magnitudes in the LSST bands: the CALSPEC solar reference spectrum
+#: (sun_reference_stis_001, 1 au scaled to 10 pc) through speclite's lsst2023 throughputs.
+SUN_AB = {"u": 6.236, "g": 5.078, "r": 4.640, "i": 4.531, "z": 4.513, "y": 4.512}
 
 
 class AsteroidsTrainingError(MeasMlUserError, ValueError):
@@ -234,9 +246,12 @@ def fit_mixture(
     Parameters
     ----------
     x : `numpy.ndarray`, (N, D)
-        Colours (all observed).
+        Colours, NaN where missing (each row needs one colour; rows with
+        every colour initialise the components).  A missing colour is
+        marginalised in the E step and replaced by its conditional
+        expectation in the M step.
     cov_err : `numpy.ndarray`, (N, D, D)
-        Their measurement covariances.
+        Their measurement covariances (entries of missing colours ignored).
     labels : array-like, (N,)
         Class index per row, -1 for unlabelled.
     n_classes : `int`
@@ -264,15 +279,30 @@ def fit_mixture(
     Raises
     ------
     AsteroidsTrainingError
-        If there would be no component (no labelled row and
-        ``n_unsupervised`` is 0).
+        If there would be no component (no labelled row with every colour
+        and ``n_unsupervised`` is 0), a row has no colour, or no row has
+        every colour.
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels, dtype=np.int64)
+    x = np.asarray(x, dtype=np.float64)
+    observed = np.isfinite(x)
+    if not observed.any(axis=1).all():
+        raise AsteroidsTrainingError("Every training row needs at least one observed colour.")
+    complete = observed.all(axis=1)
+    if not complete.any():
+        raise AsteroidsTrainingError("At least one training row needs every colour.")
+    # A missing colour: zero value, no covariance with the others and a huge variance, so that the
+    # M step uses its conditional expectation; the E step marginalises it exactly (``observed``).
+    pair = observed[:, :, None] & observed[:, None, :]
+    cov_err = np.where(pair, np.nan_to_num(np.asarray(cov_err, dtype=np.float64)), 0.0)
+    rows_m, dims_m = np.nonzero(~observed)
+    cov_err[rows_m, dims_m, dims_m] = MISSING_VARIANCE
+    x = np.where(observed, x, 0.0)
     d = x.shape[1]
     comp_class, init_means = [], []
     for c in range(n_classes):
-        rows = np.flatnonzero(labels == c)
+        rows = np.flatnonzero((labels == c) & complete)
         if rows.size == 0:
             continue
         k = components_per_class.get(c, 1) if isinstance(components_per_class, dict) else components_per_class
@@ -282,13 +312,14 @@ def fit_mixture(
             init_means.append(x[rng.choice(rows)] if k > 1 else x[rows].mean(axis=0))
     for _ in range(n_unsupervised):
         comp_class.append(-1)
-        init_means.append(x[rng.integers(len(x))])
+        init_means.append(x[rng.choice(np.flatnonzero(complete))])
     if not comp_class:
-        raise AsteroidsTrainingError("No component: give labels or n_unsupervised > 0.")
+        raise AsteroidsTrainingError("No component: give labels (of rows with every colour) or "
+                                     "n_unsupervised > 0.")
     dt = torch.float64
     X = torch.as_tensor(x, dtype=dt, device=device)
     C = torch.as_tensor(cov_err, dtype=dt, device=device)
-    obs = torch.ones_like(X, dtype=torch.bool)
+    obs = torch.as_tensor(observed, device=device)
     K = len(comp_class)
     cc = torch.as_tensor(comp_class, device=device)
     L = torch.as_tensor(labels, device=device)
@@ -296,7 +327,8 @@ def fit_mixture(
     labelled = L >= 0
     allowed[labelled] = cc[None, :] == L[labelled][:, None]
     mu = torch.as_tensor(np.array(init_means), dtype=dt, device=device)
-    spread = torch.cov(X.T) if len(x) > 1 else torch.eye(d, dtype=dt, device=device)
+    spread = torch.cov(X[torch.as_tensor(complete, device=device)].T) if complete.sum() > 1 \
+        else torch.eye(d, dtype=dt, device=device)
     V = (spread / max(1, K) + reg * torch.eye(d, dtype=dt, device=device)).repeat(K, 1, 1)
     logw = torch.full((K,), -np.log(K), dtype=dt, device=device)
     eye = torch.eye(d, dtype=dt, device=device)
@@ -371,8 +403,10 @@ class AsteroidsTrainingConfig:
     device: str = "cpu"
 
 
-def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None) -> TrainingResult:
-    """Train the semi-supervised mixture on classy spectra.
+def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None, *,
+                    unlabelled: tuple[np.ndarray, np.ndarray] | None = None,
+                    training_data: str | None = None) -> TrainingResult:
+    """Train the semi-supervised mixture on classy spectra (and unlabelled survey colours).
 
     Parameters
     ----------
@@ -380,6 +414,15 @@ def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None) ->
         ``classy_data.csv``, its frame, or precomputed colours.
     config : `AsteroidsTrainingConfig`, optional
         Settings.
+    unlabelled : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+        Measured survey colours ``(x, cov)`` in `MODEL_COLOURS` order (NaN
+        where missing; rows without any colour are dropped) with their
+        covariances, added once each, without label, to the fit (they
+        refine the components; see `fit_mixture`).  Not used for the
+        validation figures or the anomaly calibration.
+    training_data : `str`, optional
+        Description recorded in the provenance (default: the classy
+        spectra through the speclite throughputs).
 
     Returns
     -------
@@ -408,7 +451,12 @@ def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None) ->
     n_val = int(round(config.validation_fraction * len(colours)))
     val, tr = perm[:n_val], perm[n_val:]
     start = time.perf_counter()
-    model, counts = fit_split(colours[tr], y[tr], config, rng)
+    n_unlabelled = 0
+    if unlabelled is not None:
+        x_u, c_u = (np.asarray(a, dtype=np.float64) for a in unlabelled)
+        keep_u = np.isfinite(x_u).any(axis=1)
+        unlabelled, n_unlabelled = (x_u[keep_u], c_u[keep_u]), int(keep_u.sum())
+    model, counts = fit_split(colours[tr], y[tr], config, rng, unlabelled=unlabelled)
     x_tr, c_tr, i_tr = noisy_realisations(colours[tr], config.n_realisations, rng,
                                           min_mag_err=config.min_mag_err, max_mag_err=config.max_mag_err)
     calibrate_anomaly(model, x_tr, c_tr)
@@ -423,6 +471,7 @@ def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None) ->
         pred = logp.argmax(1).numpy()
         metrics["validation_accuracy"] = float((pred == y[val][i_v]).mean())
     metrics["n_components"] = int(model.n_components)
+    metrics["n_unlabelled"] = n_unlabelled
     package = ModelPackage.from_model(
         model.float(),
         family="asteroids",
@@ -432,7 +481,8 @@ def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None) ->
         inputs={"colours": list(MODEL_COLOURS), "phase_function": "HG12", "g12": 0.5},
         outputs={"class_names": list(COMPLEXES)},
         version=config.version,
-        provenance={"training_data": "classy (Mahlke et al. 2022) spectra x speclite lsst2023 throughputs",
+        provenance={"training_data": training_data
+                    or "classy (Mahlke et al. 2022) spectra x speclite lsst2023 throughputs",
                     "config": dataclasses.asdict(config), "metrics": metrics,
                     "label_counts": counts},
         name="asteroids-gmm",
@@ -442,7 +492,8 @@ def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None) ->
 
 
 def fit_split(colours: np.ndarray, y: np.ndarray, config: AsteroidsTrainingConfig,
-               rng: np.random.Generator) -> tuple[AsteroidMixture, dict[str, int]]:
+               rng: np.random.Generator, *, unlabelled: tuple[np.ndarray, np.ndarray] | None = None,
+               ) -> tuple[AsteroidMixture, dict[str, int]]:
     """Fit on noisy copies of ``colours``; only ``label_fraction`` of the objects keep their label.
 
     Parameters
@@ -455,6 +506,9 @@ def fit_split(colours: np.ndarray, y: np.ndarray, config: AsteroidsTrainingConfi
         Realisations, noise range, label fraction and components per class.
     rng : `numpy.random.Generator`
         Random numbers for the noise and the label selection.
+    unlabelled : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+        Extra unlabelled measured colours and covariances (NaN where
+        missing), added once each.
 
     Returns
     -------
@@ -471,6 +525,10 @@ def fit_split(colours: np.ndarray, y: np.ndarray, config: AsteroidsTrainingConfi
     lab = np.where(known[idx], y[idx], -1)
     counts = {COMPLEXES[c]: int((y[known] == c).sum()) for c in range(len(COMPLEXES))}
     per = _components_per_class(counts, config.max_components_per_class)
+    if unlabelled is not None and len(unlabelled[0]):
+        x = np.concatenate([x, unlabelled[0]])
+        cov = np.concatenate([cov, unlabelled[1]])
+        lab = np.concatenate([lab, np.full(len(unlabelled[0]), -1)])
     model = fit_mixture(x, cov, lab, len(COMPLEXES),
                         components_per_class={COMPLEXES.index(c): k for c, k in per.items()},
                         n_iter=config.n_iter, seed=config.seed, device=config.device)

@@ -44,18 +44,23 @@ def component_log_likelihood(
     loglik : `torch.Tensor`, (N, K)
         Zero for an object with no observed colour.
     """
-    obs = observed.to(x.dtype)
-    pair = obs[:, :, None] * obs[:, None, :]
-    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    cov_err = torch.where(pair > 0, torch.nan_to_num(cov_err), zero)
-    total = (cov[None] + cov_err[:, None]) * pair[:, None] + (eye * (1 - obs)[:, :, None])[:, None]
-    resid = (torch.nan_to_num(x)[:, None, :] - means[None]) * obs[:, None, :]
+    if bool(observed.all()):  # every colour observed: no masking
+        n_obs = torch.full((x.shape[0], 1), float(x.shape[1]), dtype=x.dtype, device=x.device)
+        total = cov[None] + cov_err[:, None]
+        resid = x[:, None, :] - means[None]
+    else:
+        obs = observed.to(x.dtype)
+        pair = obs[:, :, None] * obs[:, None, :]
+        eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        cov_err = torch.where(pair > 0, torch.nan_to_num(cov_err), zero)
+        total = (cov[None] + cov_err[:, None]) * pair[:, None] + (eye * (1 - obs)[:, :, None])[:, None]
+        resid = (torch.nan_to_num(x)[:, None, :] - means[None]) * obs[:, None, :]
+        n_obs = obs.sum(-1, keepdim=True)
     chol = torch.linalg.cholesky(total)
     sol = torch.linalg.solve_triangular(chol, resid.unsqueeze(-1), upper=False).squeeze(-1)
     maha = (sol**2).sum(-1)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    n_obs = obs.sum(-1, keepdim=True)
     return -0.5 * (maha + logdet + n_obs * math.log(2.0 * math.pi))
 
 
@@ -154,10 +159,11 @@ class AsteroidMixture(nn.Module):
         """
         joint = self.joint_log_likelihood(x, cov_err, observed)
         onehot = torch.nn.functional.one_hot(self.component_class.long(), self.n_classes).to(joint.dtype)
-        masked = joint[:, :, None] + torch.log(onehot.clamp_min(1e-300))[None]
-        class_ll = torch.logsumexp(masked, dim=1)
+        top = joint.max(dim=1, keepdim=True).values
+        # per-class sums of exp(joint - top): a (N, K) x (K, C) product; log(0) = -inf for empty classes
+        class_ll = torch.log((joint - top).exp() @ onehot) + top
         log_prob = class_ll - torch.logsumexp(class_ll, dim=1, keepdim=True)
-        raw = -joint.max(dim=1).values
+        raw = -top.squeeze(1)
         ref = self.anomaly_reference.to(joint.dtype)
         anomaly = (raw - ref[0]) / (ref[1] - ref[0]).clamp_min(1e-6)
         return log_prob, anomaly

@@ -118,7 +118,11 @@ class SurveyConfig:
     star_mag_range: tuple[float, float] = (15.5, 24.5)
     variable_star_fraction: float = 0.3
     n_transients: int = 60
+    #: Asteroids in the field each night; the same objects every night (new tracks), so that
+    #: each is seen in every visit band (see `~lsst.meas.ml.simulate.populations.make_asteroids`).
     asteroids_per_night: int = 14
+    #: Range of the asteroids' absolute magnitude H in r (uniform).
+    asteroid_h_range: tuple[float, float] = (15.5, 19.8)
     cosmic_rays_per_image: int = 6
     hot_columns_per_image: int = 1
     known_bad_columns_per_image: int = 2

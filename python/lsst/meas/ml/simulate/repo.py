@@ -5,7 +5,9 @@ inserts every dimension record the pipelines need (instrument, physical
 filters, detectors, day_obs, visits with regions and timespans,
 visit-detector regions, the ``mlsim`` sky map with its tract and patches),
 registers the dataset types and puts every product into the RUN collection
-`SIM_RUN`, chained from `SIM_COLLECTION`.
+`SIM_RUN`, chained from `SIM_COLLECTION`.  Both shapes get one Solar System
+source table per instrument (``ss_source``) and the asteroid truth per tract
+(``truth_ss_object``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ EXTRA_DATASET_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "dia_object": (("skymap", "tract"), "ArrowAstropy"),
     "truth_transient": (("skymap", "tract"), "ArrowAstropy"),
     "truth_ss_object": (("skymap", "tract"), "ArrowAstropy"),
+    "ss_source": (("instrument",), "ArrowAstropy"),
     "mlsim_config": ((), "StructuredDataDict"),
 }
 
@@ -240,6 +243,10 @@ def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
     if shape == "dp1":
         butler.put(survey.dia_source, "dia_source", dataId=tract_id, run=run)
         n += 1
+    # Solar System sources: one table per instrument in both shapes (an object's detections span
+    # nights and tracts; ClassifyAsteroidsTask reads it whole).
+    butler.put(survey.ss_source, "ss_source", dataId={"instrument": INSTRUMENT_NAME}, run=run)
+    n += 1
     butler.put(survey.config.to_dict(), "mlsim_config", dataId={}, run=run)
     return n + 1
 

@@ -12,8 +12,9 @@ What is simulated:
 * visits in ``config.visit_bands``: per detector, a science image with its
   own PSF (the template PSF convolved with a Gaussian, the seeing),
   variable stars at their current flux, transients (supernova-like,
-  hosted or not), trailed asteroids moving through the night (colours of
-  their taxonomic class), cosmic rays (some flagged CR), hot columns, known
+  hosted or not), trailed asteroids moving through the night (the same
+  objects every night, colours of their taxonomic complex, dimmed by
+  distance and phase angle, with a rotational light curve), cosmic rays (some flagged CR), hot columns, known
   bad columns (BAD + INTRP), slightly misregistered sources (subtraction
   dipoles), saturation, edges and vignetted blank regions;
 * the template: the coadd warped to the detector (cubic spline);
@@ -21,6 +22,8 @@ What is simulated:
   Gaussian kernel;
 * DIA sources detected on the difference images, labelled by matching to
   the injected truth, and associated into DIA objects;
+* the Solar System source table (``ss_source``): the DIA sources of the
+  asteroids with their ``ssObjectId``, phase angle and distances;
 * the object table (measured = truth + noise), its truth and a spec-z
   sample biased to bright galaxies.
 """
@@ -65,7 +68,7 @@ from .render import (
     local_jacobian,
     make_psf,
 )
-from .visits import dia_objects, simulate_visit_detector
+from .visits import dia_objects, simulate_visit_detector, ss_sources
 
 __all__ = [
     "ARTIFACT_KINDS",
@@ -102,6 +105,11 @@ class SimulatedSurvey:
         return vstack([p.dia_source for p in self.visit_products], metadata_conflicts="silent")
 
     @property
+    def ss_source(self) -> Table:
+        """The Solar System source table (`~lsst.meas.ml.simulate.visits.ss_sources`)."""
+        return ss_sources(self.geometry, self.visit_products, self.asteroids)
+
+    @property
     def truth_dia_source(self) -> Table:
         """All DIA truth rows (detections and missed injections) in one table."""
         return vstack([p.truth for p in self.visit_products], metadata_conflicts="silent")
@@ -135,6 +143,8 @@ class SimulatedSurvey:
             "specz": len(self.specz),
             "dia_sources": int(len(det)),
             "dia_objects": len(self.dia_object),
+            "ss_objects": int(len(np.unique(np.asarray(self.asteroids["ssObjectId"])))),
+            "ss_sources": len(self.ss_source),
             "dia_labels": labels,
             "artifact_kinds": kinds,
             "missed_injections": missed,

@@ -20,7 +20,7 @@ from .galaxies import (
     variable_factor,
 )
 from .geometry import DetectorGeometry, SurveyGeometry, VisitGeometry
-from .populations import asteroid_positions, transient_flux
+from .populations import asteroid_flux, asteroid_positions, transient_flux
 from .render import (
     NoiseModel,
     Source,
@@ -37,8 +37,10 @@ from .render import (
 )
 
 __all__ = [
+    "SS_SOURCE_COLUMNS",
     "dia_objects",
     "simulate_visit_detector",
+    "ss_sources",
 ]
 
 
@@ -255,11 +257,12 @@ def simulate_visit_detector(
         ra1, dec1 = asteroid_positions(ast, visit.mjd + half)
         ax0, ay0 = det.wcs.wcs_world2pix(ra0, dec0, 0)
         ax1, ay1 = det.wcs.wcs_world2pix(ra1, dec1, 0)
+        aflux = asteroid_flux(ast, band, visit.mjd) if len(ast) else np.zeros(0)
         for k in range(len(ast)):
             xm, ym = 0.5 * (ax0[k] + ax1[k]), 0.5 * (ay0[k] + ay1[k])
             if not (0 <= xm < w and 0 <= ym < h):
                 continue
-            f = float(ast[f"{band}_flux"][k])
+            f = float(aflux[k])
             for t in np.linspace(0.0, 1.0, 7):
                 px = float(ax0[k] + t * (ax1[k] - ax0[k]))
                 py = float(ay0[k] + t * (ay1[k] - ay0[k]))
@@ -471,4 +474,86 @@ def dia_objects(config: SurveyConfig, geom: SurveyGeometry, products: list[Visit
         out[f"{band}_psfFluxMeanErr"] = np.where(ndata > 0, mean_err, np.nan) * u.nJy
         out[f"{band}_psfFluxSigma"] = np.where(ndata > 1, sigma, np.nan) * u.nJy
         out[f"{band}_psfFluxNdata"] = ndata.astype(np.int64)
+    return out
+
+
+#: Columns of the simulated ``ss_source`` table (Rubin's alert names: ``diaSource`` fields, then the
+#: ``ssSource`` geometry).
+SS_SOURCE_COLUMNS: tuple[str, ...] = (
+    "diaSourceId", "ssObjectId", "diaObjectId", "visit", "detector", "band", "midpointMjdTai", "ra", "dec",
+    "psfFlux", "psfFluxErr", "snr", "phaseAngle", "helioRange", "topoRange", "elongation",
+)
+
+
+def ss_sources(geom: SurveyGeometry, products: list[VisitDetectorProducts], asteroids: Table) -> Table:
+    """Build the Solar System source table: DIA sources of asteroids joined with their geometry.
+
+    A DIA source belongs to an asteroid when it was matched to that
+    asteroid's injection (the simulated stand-in for the Solar System
+    association of the prompt pipeline); when a trail gives several
+    detections in one visit, the one nearest the trail's centre is kept, as
+    an ephemeris-based association would.  Sources of asteroids that were
+    not detected are absent, as in Rubin's table.
+
+    Parameters
+    ----------
+    geom : `~lsst.meas.ml.simulate.geometry.SurveyGeometry`
+        The survey geometry (visit id to night).
+    products : `list` [`~lsst.meas.ml.simulate.common.VisitDetectorProducts`]
+        The products of every visit and detector (after `dia_objects`, so
+        that ``diaObjectId`` is set).
+    asteroids : `astropy.table.Table`
+        The tracks of `~lsst.meas.ml.simulate.populations.make_asteroids`.
+
+    Returns
+    -------
+    ss_source : `astropy.table.Table`
+        One row per detection of an asteroid, columns `SS_SOURCE_COLUMNS`:
+        the DIA source's id, visit, detector, band, time, position and PSF
+        flux (nJy), then ``ssObjectId``, ``phaseAngle`` and ``elongation``
+        (deg), ``helioRange`` and ``topoRange`` (au) of that night.
+    """
+    night_of = {v.visit: v.night for v in geom.visits}
+    geometry = {}
+    if len(asteroids) and "helioRange" in asteroids.colnames:
+        for row in asteroids:
+            geometry[(int(row["ssObjectId"]), int(row["night"]))] = (
+                float(row["phaseAngle"]), float(row["helioRange"]), float(row["topoRange"]),
+                float(row["elongation"]))
+    best: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
+    for p in products:
+        truth = p.truth
+        sel = np.asarray(truth["detected"]) & (np.asarray(truth["label"]) == "asteroid") \
+            & (np.asarray(truth["ssObjectId"]) > 0)
+        if not sel.any():
+            continue
+        row_of = {int(i): k for k, i in enumerate(p.dia_source["diaSourceId"])}
+        src = p.dia_source
+        for t in truth[sel]:
+            k = row_of[int(t["diaSourceId"])]
+            ss_id = int(t["ssObjectId"])
+            alpha, r, delta, elong = geometry.get((ss_id, night_of[p.visit]), (np.nan,) * 4)
+            row = {
+                "diaSourceId": int(src["diaSourceId"][k]), "ssObjectId": ss_id,
+                "diaObjectId": int(src["diaObjectId"][k]), "visit": int(p.visit), "detector": int(p.detector),
+                "band": str(src["band"][k]), "midpointMjdTai": float(src["midpointMjdTai"][k]),
+                "ra": float(np.asarray(src["ra"])[k]), "dec": float(np.asarray(src["dec"])[k]),
+                "psfFlux": float(np.asarray(src["psfFlux"])[k]),
+                "psfFluxErr": float(np.asarray(src["psfFluxErr"])[k]), "snr": float(src["snr"][k]),
+                "phaseAngle": alpha, "helioRange": r, "topoRange": delta, "elongation": elong,
+            }
+            key = (ss_id, int(p.visit))
+            dist = float(t["match_distance"])
+            if key not in best or dist < best[key][0]:
+                best[key] = (dist, row)
+    rows = [best[key][1] for key in sorted(best, key=lambda kv: (kv[1], kv[0]))]
+    out = Table()
+    dtypes = {"diaSourceId": np.int64, "ssObjectId": np.int64, "diaObjectId": np.int64, "visit": np.int64,
+              "detector": np.int64, "band": "U1"}
+    for name in SS_SOURCE_COLUMNS:
+        out[name] = np.array([r[name] for r in rows], dtype=dtypes.get(name, np.float64))
+    units = {"ra": u.deg, "dec": u.deg, "psfFlux": u.nJy, "psfFluxErr": u.nJy, "phaseAngle": u.deg,
+             "elongation": u.deg, "helioRange": u.AU, "topoRange": u.AU}
+    for name, unit in units.items():
+        out[name].unit = unit
     return out
