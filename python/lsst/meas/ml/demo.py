@@ -35,7 +35,9 @@ INPUT_COLLECTION = "MLSim/defaults"
 #: Families the demo trains and runs (the products with ``in_demo``), each with a
 #: ``lsst.meas.ml.<family>.demo`` module providing
 #: ``train_demo_package(butler, collections, workdir) -> ModelPackage`` and
-#: ``summarize(butler, collections) -> list[str]``.
+#: ``summarize(butler, collections) -> list[str]`` (and optionally
+#: ``plot(butler, collections, outdir) -> list[str]``, PNGs written into
+#: ``<repo>/plots``).
 DEMO_FAMILIES: tuple[str, ...] = tuple(p.family for p in PRODUCTS if p.in_demo)
 
 
@@ -230,9 +232,15 @@ def run_demo(
             uri = butler.getURI(refs[0])
             _say(f"  {dataset_type.name} ({dataset_type.storageClass_name}, per "
                  f"{', '.join(dataset_type.dimensions.required)}): {len(refs)} dataset(s), e.g. {uri.ospath}")
+    plots = Path(repo) / "plots"
     for family in DEMO_FAMILIES:
-        for line in _family_module(family).summarize(butler, OUTPUT_COLLECTION):
+        module = _family_module(family)
+        for line in module.summarize(butler, OUTPUT_COLLECTION):
             _say(f"  {line}")
+        if hasattr(module, "plot"):  # optional: figures of the product against the simulation's truth
+            plots.mkdir(exist_ok=True)
+            for path in module.plot(butler, OUTPUT_COLLECTION, str(plots)):
+                _say(f"  plot: {path}")
     _say("")
     _say("Look at them with:")
     bindir = Path(sys.executable).parent

@@ -23,7 +23,7 @@ from .metrics import outlier_fraction, sigma_nmad
 from .predict import PhotozFlag
 from .train import PhotozTrainingConfig, train_photoz_table
 
-__all__ = ["CALIBRATION_GALAXIES", "summarize", "train_demo_package"]
+__all__ = ["CALIBRATION_GALAXIES", "plot", "summarize", "train_demo_package"]
 
 #: Galaxies in the simulated calibration field.
 CALIBRATION_GALAXIES = 12000
@@ -92,6 +92,69 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
     return ModelPackage(package.manifest, package.state_dict)
 
 
+def _matched(butler: Any, ref: Any, collections: Any) -> Table:
+    """``ml_photoz`` of one tract joined with the truth and the i-band flux."""
+    cat = butler.get(ref)
+    truth = butler.get("truth_object", ref.dataId, collections=collections)
+    objects = butler.get("object", ref.dataId, collections=collections,
+                         parameters={"columns": ["objectId", "i_cModelFlux"]})
+    both = join(cat["objectId", "photoz_mode", "photoz_flags"], truth["objectId", "redshift", "is_star"],
+                keys="objectId")
+    return join(both, objects, keys="objectId")
+
+
+def plot(butler: Any, collections: Any, outdir: str) -> list[str]:
+    """Draw photo-z against true redshift for each tract's galaxies (all, and i < 25.3).
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        The repository holding ``ml_photoz``, ``truth_object`` and ``object``.
+    collections : `~typing.Any`
+        Collections to read from.
+    outdir : `str`
+        Directory for the PNGs.
+
+    Returns
+    -------
+    paths : `list` [`str`]
+        The PNGs written (``photoz_vs_truez_tract<N>.png``).
+    """
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for ref in butler.query_datasets("ml_photoz", collections=collections, explain=False):
+        both = _matched(butler, ref, collections)
+        z_phot = np.asarray(both["photoz_mode"], float)
+        z_true = np.asarray(both["redshift"], float)
+        gal = ~np.asarray(both["is_star"], dtype=bool) & np.isfinite(z_phot)
+        gold = gal & (np.asarray(both["i_cModelFlux"], float) > 10 ** (-0.4 * (25.3 - 31.4)))
+        zmax = float(np.nanmax(np.concatenate([z_true[gal], z_phot[gal], [1.0]])))
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        faint = gal & ~gold
+        ax.scatter(z_true[faint], z_phot[faint], s=4, c="0.7", label=f"i >= 25.3 ({int(faint.sum())})")
+        ax.scatter(z_true[gold], z_phot[gold], s=5, c="C0", label=f"i < 25.3 ({int(gold.sum())})")
+        grid = np.linspace(0, zmax, 50)
+        ax.plot(grid, grid, "k-", lw=0.8)
+        for sign in (-1, 1):
+            ax.plot(grid, grid + sign * 0.15 * (1 + grid), "k:", lw=0.8)
+        ax.set_xlabel("true redshift")
+        ax.set_ylabel("photo-z (PDF mode)")
+        nmad = sigma_nmad(z_phot[gold], z_true[gold])
+        ax.set_title(f"ml_photoz tract {ref.dataId['tract']}: i < 25.3 sigma_NMAD {nmad:.3f}")
+        ax.legend(loc="upper left", fontsize=8)
+        path = os.path.join(outdir, f"photoz_vs_truez_tract{ref.dataId['tract']}.png")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def summarize(butler: Any, collections: Any) -> list[str]:
     """Summarize the photo-z quality of ``ml_photoz`` against ``truth_object``, per tract.
 
@@ -116,12 +179,7 @@ def summarize(butler: Any, collections: Any) -> list[str]:
     lines = []
     for ref in butler.query_datasets("ml_photoz", collections=collections, explain=False):
         cat = butler.get(ref)
-        truth = butler.get("truth_object", ref.dataId, collections=collections)
-        objects = butler.get("object", ref.dataId, collections=collections,
-                             parameters={"columns": ["objectId", "i_cModelFlux"]})
-        both = join(cat["objectId", "photoz_mode", "photoz_flags"], truth["objectId", "redshift", "is_star"],
-                    keys="objectId")
-        both = join(both, objects, keys="objectId")
+        both = _matched(butler, ref, collections)
         z_phot = np.asarray(both["photoz_mode"], float)
         gal = ~np.asarray(both["is_star"], dtype=bool) & np.isfinite(z_phot)
         gold = gal & (np.asarray(both["i_cModelFlux"], float) > 10 ** (-0.4 * (25.3 - 31.4)))
