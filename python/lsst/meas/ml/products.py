@@ -63,7 +63,7 @@ PRODUCTS: tuple[Product, ...] = (
     Product("asteroids", "asteroid taxonomy from survey colours", "ml_asteroid_taxonomy"),
     Product("morphology", "galaxy morphology classes", "ml_morphology", in_demo=False),
     Product("embedding", "self-supervised galaxy representations", "ml_embedding", in_demo=False),
-    Product("dla", "damped Lyman-alpha absorbers in quasar spectra", "ml_dla", in_demo=False),
+    Product("dla", "damped Lyman-alpha absorbers in quasar spectra", "ml_dla"),
 )
 
 

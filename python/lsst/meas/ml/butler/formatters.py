@@ -48,3 +48,34 @@ class ModelPackageFormatter(FormatterV2):
 
     def write_local_file(self, in_memory_dataset: Any, uri: ResourcePath) -> None:
         in_memory_dataset.save(uri.ospath)
+
+
+__all__ += ["SpectrumCollectionFormatter"]
+
+
+class SpectrumCollectionFormatter(FormatterV2):
+    """Read and write `~lsst.meas.ml.dla.spectra.SpectrumCollection` (``MLSpectra``) as Parquet.
+
+    One row per spectrum, with list columns for the wavelength, flux, error
+    and mask (`~lsst.meas.ml.dla.spectra.SpectrumCollection.to_arrow`).
+    """
+
+    default_extension = ".parquet"
+    supported_extensions = frozenset({".parquet"})
+    can_read_from_local_file = True
+    unsupported_parameters = None
+
+    def read_from_local_file(self, path: str, component: str | None = None, expected_size: int = -1) -> Any:
+        from ..dla.spectra import SpectrumCollection, SpectrumReadError
+
+        try:
+            return SpectrumCollection.read(path)
+        except SpectrumReadError as exc:
+            raise SpectrumReadError(f"{_dataset_label(self)}: {exc}") from exc
+
+    def write_local_file(self, in_memory_dataset: Any, uri: ResourcePath) -> None:
+        from ..dla.spectra import SpectrumCollection
+
+        if not isinstance(in_memory_dataset, SpectrumCollection):
+            in_memory_dataset = SpectrumCollection(in_memory_dataset)
+        in_memory_dataset.write(uri.ospath)

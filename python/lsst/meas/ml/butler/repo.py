@@ -42,7 +42,7 @@ __all__ = [
 #: value for ``DAF_BUTLER_CONFIG_PATH``.
 CONFIG_DIR: str = str(resources.files("lsst.meas.ml.butler") / "configs")
 
-_STORAGE_CLASSES = ("MLModelPackage",)
+_STORAGE_CLASSES = ("MLModelPackage", "MLSpectra")
 
 _VD = ("instrument", "visit", "detector")
 _TRACT = ("skymap", "tract")

@@ -260,3 +260,5 @@ class MBRNN(nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, embeddings = self.member_outputs(inputs)
         return self.pdf_from_logits(logits), self.ood_distance(embeddings) / self.ood_scale
+
+from . import photoz_templates  # noqa: E402,F401  (template grid of the photo-z follow-up)

@@ -192,4 +192,8 @@ def summarize(butler: Any, collections: Any) -> list[str]:
                 f"    {name} ({int(sel.sum())}): sigma_NMAD {sigma_nmad(z_phot[sel], z_true):.4f}, "
                 f"outliers |dz|/(1+z)>0.15 {outlier_fraction(z_phot[sel], z_true):.1%}"
             )
-    return lines or ["ml_photoz: none written"]
+    if not lines:
+        return ["ml_photoz: none written"]
+    from .followup_demo import summarize as summarize_followup
+
+    return lines + summarize_followup(butler, collections)
