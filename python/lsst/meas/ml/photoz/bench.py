@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -37,7 +38,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["format_report", "run_child", "run_memory_benchmark", "write_synthetic_input"]
+__all__ = [
+    "format_hats_report",
+    "format_report",
+    "run_child",
+    "run_hats_benchmark",
+    "run_memory_benchmark",
+    "write_synthetic_hats",
+    "write_synthetic_input",
+]
 
 
 def write_synthetic_input(path: str, rows: int, *, model: str | None = None, seed: int = 0) -> str:
@@ -316,3 +325,273 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------
+# ``meas-ml bench photoz-hats``: the HATS prediction (lsdb + Dask) against the single-process file path
+
+
+def write_synthetic_hats(
+    directory: str,
+    rows: int,
+    *,
+    partition_rows: int = 20_000,
+    model: str | None = None,
+    seed: int = 0,
+) -> tuple[str, str]:
+    """Write ``rows`` synthetic galaxies as a Parquet file and as a HATS catalog built by ``hats-import``.
+
+    The galaxies of `write_synthetic_input` get ``ra`` and ``dec`` uniform
+    on the sphere within 150 < ra < 160 deg, -5 < dec < 5 deg; ``hats-import``
+    (a local Dask client with one in-process worker) partitions them into
+    HEALPix pixels of at most ``partition_rows`` rows (orders up to 8).
+
+    Parameters
+    ----------
+    directory : `str`
+        Directory to write ``objects.parquet`` and the ``objects_hats``
+        catalog into.
+    rows : `int`
+        Number of galaxies.
+    partition_rows : `int`, optional
+        Most rows per HATS partition (``hats-import``'s ``pixel_threshold``).
+    model : `str` or `None`, optional
+        Model package to take the columns from; `None` for the shipped one.
+    seed : `int`, optional
+        Seed of the catalogue and of the positions.
+
+    Returns
+    -------
+    parquet : `str`
+        The Parquet file (the input of the single-process path).
+    hats_path : `str`
+        The HATS catalog, holding the same rows and columns plus the
+        coordinates.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from dask.distributed import Client
+    from hats_import.catalog.arguments import ImportArguments
+    from hats_import.pipeline import pipeline_with_client
+
+    parquet = write_synthetic_input(os.path.join(directory, "objects.parquet"), rows, model=model, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    ra = rng.uniform(150.0, 160.0, rows)
+    sin_dec = rng.uniform(np.sin(np.radians(-5.0)), np.sin(np.radians(5.0)), rows)
+    table = pq.read_table(parquet)
+    dec = np.degrees(np.arcsin(sin_dec))
+    table = table.append_column("ra", pa.array(ra)).append_column("dec", pa.array(dec))
+    pq.write_table(table, parquet)
+    del table
+    with Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                silence_logs=logging.ERROR) as client:
+        args = ImportArguments(
+            output_artifact_name="objects_hats", input_file_list=[parquet], file_reader="parquet",
+            ra_column="ra", dec_column="dec", output_path=directory, pixel_threshold=int(partition_rows),
+            highest_healpix_order=8, progress_bar=False, resume=False,
+            tmp_dir=os.path.join(directory, "hats_import_tmp"),
+        )
+        pipeline_with_client(args, client)
+    return parquet, os.path.join(directory, "objects_hats")
+
+
+def _peak_rss_mb() -> float:
+    """Return the peak resident memory of this process in MiB (run on each Dask worker)."""
+    scale = 1024.0 if sys.platform != "darwin" else 1.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _cpu_seconds() -> float:
+    """Return the CPU time (user and system, all threads) this process has used, in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_hats_benchmark(
+    rows: int = 200_000,
+    *,
+    workers: Sequence[int] = (1, 2),
+    partition_rows: int = 20_000,
+    chunk_size: int = 32768,
+    threads: int = 1,
+    model: str | None = None,
+    workdir: str | None = None,
+) -> dict[str, Any]:
+    """Measure objects/s of the HATS prediction with Dask workers and of the single-process file path.
+
+    One process, one catalog: the ``file`` baseline is
+    `~lsst.meas.ml.photoz.predict.predict_photoz_file` on the Parquet file
+    (what ``meas-ml predict photoz --input`` runs) with torch on
+    ``threads`` threads; ``hats`` runs
+    `~lsst.meas.ml.photoz.hats.predict_photoz_hats` on the HATS catalog of
+    the same rows, in this process (``workers`` 0, Dask's synchronous
+    scheduler) and on a local cluster of each size in ``workers`` (one
+    thread each, torch on ``threads`` threads), started and warmed (the
+    worker processes import the package) before the clock starts.  The
+    timed work of every mode is reading, predicting and writing.
+
+    Parameters
+    ----------
+    rows : `int`, optional
+        Galaxies in the catalog.
+    workers : `~collections.abc.Sequence` [`int`], optional
+        Local cluster sizes to measure.
+    partition_rows : `int`, optional
+        Most rows per HATS partition.
+    chunk_size : `int`, optional
+        Rows per prediction chunk (both paths).
+    threads : `int`, optional
+        CPU threads of torch in the baseline and in each worker.
+    model : `str` or `None`, optional
+        Model package; `None` for the shipped one.
+    workdir : `str` or `None`, optional
+        Directory for the temporary files; `None` for the system default.
+
+    Returns
+    -------
+    report : `dict`
+        ``runs`` (``mode``, ``workers``, ``rows``, ``seconds``,
+        ``rows_per_s``, ``ratio`` to the file baseline, ``cpu_s`` (CPU
+        time of this process and of the workers during the run),
+        ``rows_per_cpu_s`` and ``cpu_ratio`` (the same ratio per CPU
+        second: what a machine shared with other work still measures), and
+        for clusters ``startup_s``, ``package_loads``,
+        ``partitions_per_worker``, ``cpu_s_per_worker`` and
+        ``peak_rss_mb_per_worker``),
+        ``partitions``, ``max_abs_diff_mean`` (largest difference of
+        ``photoz_mean`` between the HATS and file outputs, joined by
+        ``objectId``) and the settings.
+    """
+    import importlib
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+
+    from ..engine import InferenceConfig, InferenceEngine
+    from ..packages import ModelPackage
+    from .hats import LOCAL_CLUSTER_CONFIG, predict_photoz_hats, require_lsdb, worker_stats
+    from .predict import default_package, predict_photoz_file
+
+    lsdb = require_lsdb()
+    import dask
+    from distributed import Client, LocalCluster
+
+    package = ModelPackage.load(model) if model else default_package()
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        parquet, hats_path = write_synthetic_hats(tmp, rows, partition_rows=partition_rows, model=model)
+        n_partitions = len(lsdb.open_catalog(hats_path).get_healpix_pixels())
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads))
+        try:
+            config = InferenceConfig()
+            config.device = "cpu"
+            file_out = os.path.join(tmp, "file.parquet")
+            t0, cpu0 = time.perf_counter(), _cpu_seconds()
+            summary = predict_photoz_file(package, parquet, file_out, chunk_size=chunk_size,
+                                          engine=InferenceEngine(config))
+            seconds = time.perf_counter() - t0
+            runs.append({"mode": "file", "workers": 0, "rows": summary["rows"], "seconds": seconds,
+                         "cpu_s": _cpu_seconds() - cpu0})
+
+            out = os.path.join(tmp, "hats_sync")
+            t0, cpu0 = time.perf_counter(), _cpu_seconds()
+            summary = predict_photoz_hats(package, hats_path, out, n_workers=0, chunk_size=chunk_size,
+                                          device="cpu", torch_threads=threads)
+            runs.append({"mode": "hats", "workers": 0, "rows": summary["rows"],
+                         "seconds": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - cpu0})
+        finally:
+            torch.set_num_threads(before)
+
+        for n in workers:
+            t0 = time.perf_counter()
+            with dask.config.set(LOCAL_CLUSTER_CONFIG):
+                cluster = LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+            try:
+                with Client(cluster) as client:
+                    client.run(importlib.import_module, "lsst.meas.ml.photoz.hats")
+                    startup = time.perf_counter() - t0
+                    out = os.path.join(tmp, f"hats_{n}")
+                    cpu_workers = client.run(_cpu_seconds)
+                    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+                    summary = predict_photoz_hats(package, hats_path, out, client=client,
+                                                  chunk_size=chunk_size, device="cpu", torch_threads=threads)
+                    seconds = time.perf_counter() - t0
+                    cpu_main = _cpu_seconds() - cpu0
+                    cpu_workers = {k: v - cpu_workers[k] for k, v in client.run(_cpu_seconds).items()}
+                    stats = client.run(worker_stats)
+                    peaks = client.run(_peak_rss_mb)
+            finally:
+                cluster.close()
+            runs.append({
+                "mode": "hats", "workers": int(n), "rows": summary["rows"], "seconds": seconds,
+                "startup_s": startup,
+                "package_loads": sum(s["package_loads"] for s in stats.values()),
+                "partitions_per_worker": sorted(s["partitions"] for s in stats.values()),
+                "load_s_per_worker": max(s["load_seconds"] for s in stats.values()),
+                "peak_rss_mb_per_worker": max(peaks.values()),
+                "cpu_s": cpu_main + sum(cpu_workers.values()),
+                "cpu_s_per_worker": sorted(round(v, 2) for v in cpu_workers.values()),
+            })
+
+        file_table = pq.read_table(file_out, columns=["objectId", "photoz_mean"]).to_pandas()
+        hats_table = lsdb.open_catalog(os.path.join(tmp, f"hats_{workers[-1]}") if workers else out,
+                                       columns=["objectId", "photoz_mean"]).compute(progress_bar=False)
+        merged = file_table.merge(hats_table[["objectId", "photoz_mean"]].astype({"photoz_mean": "float64"}),
+                                  on="objectId", suffixes=("_file", "_hats"))
+        diff = np.abs(merged["photoz_mean_file"].to_numpy(float) - merged["photoz_mean_hats"].to_numpy(float))
+    baseline = runs[0]["rows"] / runs[0]["seconds"]
+    baseline_cpu = runs[0]["rows"] / runs[0]["cpu_s"]
+    for r in runs:
+        r["rows_per_s"] = r["rows"] / r["seconds"]
+        r["ratio"] = r["rows_per_s"] / baseline
+        r["rows_per_cpu_s"] = r["rows"] / r["cpu_s"]
+        r["cpu_ratio"] = r["rows_per_cpu_s"] / baseline_cpu
+    return {"rows": rows, "partitions": n_partitions, "partition_rows": partition_rows,
+            "chunk_size": chunk_size, "threads": threads, "model": model or "default", "runs": runs,
+            "joined_rows": int(len(merged)), "max_abs_diff_mean": float(diff.max()) if diff.size else None}
+
+
+def format_hats_report(report: dict[str, Any]) -> str:
+    """Format the HATS benchmark's table and ratios as text.
+
+    Parameters
+    ----------
+    report : `dict`
+        A report from `run_hats_benchmark`.
+
+    Returns
+    -------
+    text : `str`
+        One line per mode, then the notes.
+    """
+    lines = [
+        f"photo-z over a HATS catalog: {report['rows']} objects in {report['partitions']} partitions "
+        f"(at most {report['partition_rows']} rows each), chunk {report['chunk_size']} rows, torch "
+        f"{report['threads']} thread(s) per process, model {report['model']}",
+        f"{'mode':<26}{'s':>8}{'objects/s':>11}{'ratio':>7}{'CPU s':>8}{'obj/CPU s':>11}{'ratio':>7}  notes",
+    ]
+    for r in report["runs"]:
+        if r["mode"] == "file":
+            name, note = "file, single process", "predict_photoz_file (meas-ml predict photoz --input)"
+        elif r["workers"] == 0:
+            name, note = "hats, in this process", "Dask synchronous scheduler"
+        else:
+            name = f"hats, {r['workers']} Dask worker(s)"
+            note = (f"cluster start {r['startup_s']:.1f} s (not timed); CPU s per worker "
+                    f"{r['cpu_s_per_worker']}; worker peak RSS "
+                    f"{r['peak_rss_mb_per_worker']:.0f} MB; package built "
+                    f"{r['package_loads']} time(s) ({r['load_s_per_worker']:.2f} s per worker) for "
+                    f"partitions {r['partitions_per_worker']} per worker")
+        lines.append(f"{name:<26}{r['seconds']:>8.2f}{r['rows_per_s']:>11.0f}{r['ratio']:>7.2f}"
+                     f"{r['cpu_s']:>8.2f}{r['rows_per_cpu_s']:>11.0f}{r['cpu_ratio']:>7.2f}  {note}")
+    lines.append("ratio: objects/s (wall clock, then per CPU second of this process and the workers) over "
+                 "that of the single-process file path, measured in this run.")
+    if report.get("max_abs_diff_mean") is not None:
+        lines.append(f"HATS vs file output, {report['joined_rows']} rows joined by objectId: largest "
+                     f"|photoz_mean difference| {report['max_abs_diff_mean']:.2e}")
+    return "\n".join(lines)
