@@ -118,3 +118,18 @@ def test_reddening_follows_the_extinction_law():
         ratio[ok], torch.tensor(EXTINCTION_COEFFICIENTS["g"] / EXTINCTION_COEFFICIENTS["i"]), rtol=1e-3
     )
     assert float(mag.max()) <= 0.1 * EXTINCTION_COEFFICIENTS["g"] + 1e-6
+
+
+def test_noise_keeps_its_level_through_any_angle_rotation():
+    x = torch.zeros(32, 2, 40, 40)
+    cfg = AugmentConfig(
+        rotate_any=True,
+        jitter=1.5,
+        scale=(0.9, 1.1),
+        blur_sigma=(0, 0),
+        noise=(1.0, 1.0),
+        max_ebv=0,
+        band_scatter=0,
+    )
+    y = augment(x, cfg, variance=torch.full((32, 2), 4.0), generator=torch.Generator().manual_seed(2))
+    assert float(y.var()) == pytest.approx(4.0, rel=0.05)

@@ -364,7 +364,7 @@ def augment(
         return x.new_zeros((0, c, size, size))
     dev = x.device
     out = x
-    # Photometric transforms on the image channels, at the native resolution.
+    # Reddening and blur on the image channels, at the native resolution.
     images = out[:, :ni]
     if config.max_ebv > 0 or config.band_scatter > 0:
         images = images * reddening_scale(n, bands, ni, config.max_ebv, config.band_scatter, generator, dev)[
@@ -373,15 +373,6 @@ def augment(
     lo, hi = config.blur_sigma
     if hi > 0:
         images = blur(images, _uniform(n, lo, hi, generator, dev))
-    lo, hi = config.noise
-    if hi > 0:
-        if variance is None:
-            sigma = estimate_noise(x[:, :ni])[:, :, None, None]
-        else:
-            sigma = variance.clamp_min(0).sqrt()
-            sigma = sigma[:, :, None, None] if sigma.ndim == 2 else sigma
-        level = _uniform(n, lo, hi, generator, dev)[:, None, None, None]
-        images = images + level * sigma * torch.randn(images.shape, generator=generator, device=dev)
     out = torch.cat([images, out[:, ni:]], dim=1) if ni < c else images
     # Geometric transforms on every channel.
     if config.rotate_flip:
@@ -396,6 +387,21 @@ def augment(
     shift = (2.0 * torch.rand(n, 2, generator=generator, device=dev) - 1.0) * config.jitter
     if config.rotate_any or lo != 1.0 or hi != 1.0 or config.jitter > 0:
         out = geometric(out, angle.to(out.dtype), scale.to(out.dtype), shift.to(out.dtype), ni)
+    # Noise last among the pixel operations: resampling (any-angle rotation,
+    # scaling, sub-pixel shifts) would otherwise smooth it below the asked level.
+    lo, hi = config.noise
+    if hi > 0:
+        if variance is None:
+            sigma = estimate_noise(x[:, :ni])[:, :, None, None]
+        else:
+            var = variance.clamp_min(0)
+            # A per-pixel variance is summarised by its per-stamp median (the
+            # geometric transforms have moved the pixels it described).
+            sigma = (var if var.ndim == 2 else var.flatten(2).median(dim=2).values).sqrt()[:, :, None, None]
+        level = _uniform(n, lo, hi, generator, dev)[:, None, None, None]
+        shape = (n, ni, *out.shape[-2:])
+        noise = level * sigma.to(out.dtype) * torch.randn(shape, generator=generator, device=dev)
+        out = torch.cat([out[:, :ni] + noise, out[:, ni:]], dim=1) if ni < c else out + noise
     if config.crop is not None and config.crop < h:
         y0 = (h - config.crop) // 2
         x0 = (w - config.crop) // 2

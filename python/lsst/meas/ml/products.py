@@ -62,7 +62,7 @@ PRODUCTS: tuple[Product, ...] = (
     Product("dia", "real/bogus and class scores of DIA sources", "ml_dia_scores"),
     Product("asteroids", "asteroid taxonomy from survey colours", "ml_asteroid_taxonomy"),
     Product("morphology", "galaxy morphology classes", "ml_morphology", in_demo=False),
-    Product("embedding", "self-supervised galaxy representations", "ml_embedding", in_demo=False),
+    Product("embedding", "self-supervised galaxy representations", "ml_embedding"),
     Product("dla", "damped Lyman-alpha absorbers in quasar spectra", "ml_dla"),
 )
 

@@ -1,0 +1,3 @@
+"""Self-supervised galaxy representations: contrastive pre-training, the
+``ml_embedding`` task, similarity search and downstream probes.
+"""
