@@ -10,7 +10,7 @@ from lsst.meas.ml.cost import CostFiguresError, TaskFigures, cost_table, read_fi
 def _task(**kw):
     base = dict(
         task="photoz",
-        unit="galaxy",
+        unit="galaxies",
         volume=2e10,
         per="data release",
         cpu_per_core_per_s=50_000.0,
@@ -44,7 +44,7 @@ def test_files_and_command(tmp_path, capsys):
                     _task(),
                     _task(
                         task="dia",
-                        unit="DIA source",
+                        unit="DIA sources",
                         volume=1e7,
                         per="night",
                         cpu_per_core_per_s=6100.0,

@@ -192,7 +192,8 @@ def test_dp1_shaped_repository_through_pipetask(tmp_path):
     pipetask = Path(sys.executable).with_name("pipetask")
     cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
            "-i", f"MLSim/defaults,{MODEL_RUN},models/photoz/test", "-o", OUTPUT,
-           "-p", str(ROOT / "pipelines" / "DP1Pipeline.yaml"), "--register-dataset-types"]
+           "-p", f"{ROOT / 'pipelines' / 'DP1Pipeline.yaml'}#estimatePhotoz,classifyDiaSources",
+           "--register-dataset-types"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     butler = Butler.from_config(str(repo), collections=OUTPUT)

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE = ROOT / "pipelines" / "DemoPipeline.yaml"
+#: The demo pipeline's tasks whose packages the test registers.
+PIPELINE = f"{ROOT / 'pipelines' / 'DemoPipeline.yaml'}#estimatePhotoz,classifyDiaSources"
 DATA = ROOT / "python" / "lsst" / "meas" / "ml" / "data"
 MODEL_RUNS = ("models/dia/1.0.0", "models/photoz/1.0.0")
 INPUTS = ",".join(("MLSim/defaults", *MODEL_RUNS))

@@ -67,6 +67,9 @@ def test_afw_typed_dataset_without_afw_is_one_clear_error(tmp_path):
         DatasetType("calexp", ("instrument", "visit", "detector"), "ExposureF", universe=butler.dimensions)
     )
     pipelines = Path(__file__).resolve().parents[1] / "pipelines"
-    assert check_pipeline(butler, pipelines / "DemoPipeline.yaml") == 2
+    import yaml
+
+    n_tasks = len(yaml.safe_load((pipelines / "DemoPipeline.yaml").read_text())["tasks"])
+    assert check_pipeline(butler, pipelines / "DemoPipeline.yaml") == n_tasks
     with pytest.raises(RepoConfigError, match="'calexp' is stored in this repository as ExposureF.*Ways out"):
         check_pipeline(butler, pipelines / "dia.yaml", ["classifyDiaSources:connections.visitImage=calexp"])

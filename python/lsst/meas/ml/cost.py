@@ -40,7 +40,7 @@ class TaskFigures:
     task : `str`
         Task or product name.
     unit : `str`
-        What is counted (``galaxy``, ``DIA source``, ...).
+        What is counted, plural (``galaxies``, ``DIA sources``, ...).
     volume : `float`
         Objects to process (per data release, or per night for alerts).
     per : `str`
@@ -207,7 +207,7 @@ def format_markdown(rows: Sequence[Mapping[str, Any]], *, cores: int, gpus: int,
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['volume']:.3g} {r['unit']}s / {r['per']} | "
+            f"| {r['task']} | {r['volume']:.3g} {r['unit']} / {r['per']} | "
             f"{_fmt(r['cpu_per_core_per_s'])} | "
             f"{_fmt(r['gpu_per_s'])} | {_fmt(r['cpu_hours'])} | {_fmt(r['cpu_wall_hours'])} | "
             f"{_fmt(r['gpu_hours'])} | {_fmt(r['gpu_wall_hours'])} | {_bytes(r['bytes_per_object'])} | "

@@ -99,7 +99,10 @@ def _family_module(family: str) -> Any:
 
 
 #: Pipeline run on each repository shape.
-PIPELINES: dict[str, str] = {"drp": "DemoPipeline.yaml", "dp1": "DP1Pipeline.yaml"}
+#: The survey pipelines plus the DLA search over the spectra the demo ingests
+#: (user-added data: not in DemoPipeline.yaml, which a repository without
+#: spectra must be able to run).
+PIPELINES: dict[str, str] = {"drp": "DemoPipelineWithSpectra.yaml", "dp1": "DP1PipelineWithSpectra.yaml"}
 
 
 def run_demo(

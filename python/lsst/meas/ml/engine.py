@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import json
 import logging
 import math
 import multiprocessing
@@ -379,8 +380,13 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------
     def _cache_key(self, package: ModelPackage) -> tuple:
+        # The weights alone do not define the model: the same tensors under
+        # another architecture or hyper-parameters (e.g. stamp size) build
+        # another network.
         return (
             package.sha256,
+            package.architecture,
+            json.dumps(package.hyperparameters, sort_keys=True, default=str),
             str(self.device),
             str(self.dtype),
             bool(self.config.channelsLast),

@@ -61,7 +61,7 @@ PRODUCTS: tuple[Product, ...] = (
     Product("photoz", "photometric redshifts with PDFs", "ml_photoz"),
     Product("dia", "real/bogus and class scores of DIA sources", "ml_dia_scores"),
     Product("asteroids", "asteroid taxonomy from survey colours", "ml_asteroid_taxonomy"),
-    Product("morphology", "galaxy morphology classes", "ml_morphology", in_demo=False),
+    Product("morphology", "galaxy morphology classes", "ml_morphology"),
     Product("embedding", "self-supervised galaxy representations", "ml_embedding"),
     Product("dla", "damped Lyman-alpha absorbers in quasar spectra", "ml_dla"),
 )
