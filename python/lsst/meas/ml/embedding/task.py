@@ -18,7 +18,7 @@ import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 from astropy.table import Table
 
-from ..butler.connections import model_input
+from ..butler.connections import model_input, object_table_input, patch_coadds_input
 from ..butler.names import CURRENT_NAMES
 from ..engine import InferenceConfig, InferenceEngine
 from ..packages import ModelPackage
@@ -37,20 +37,9 @@ class EmbedGalaxiesConnections(
 ):
     """Connections of `EmbedGalaxiesTask`."""
 
-    coadds = cT.Input(
-        doc="Coadd of the patch in each band (the bands of the model are used).",
-        name="{coadd}",
-        storageClass="MaskedImageV2",
-        dimensions=("skymap", "tract", "patch", "band"),
-        multiple=True,
-        deferLoad=True,
-    )
-    objectCatalog = cT.Input(
-        doc="Object table of the tract (needs an id, x, y in parent pixels and the patch column).",
-        name="{objectTable}",
-        storageClass="ArrowAstropy",
-        dimensions=("skymap", "tract"),
-        deferLoad=True,
+    coadds = patch_coadds_input("Coadd of the patch in each band (the bands of the model are used).")
+    objectCatalog = object_table_input(
+        "Object table of the tract (needs an id, x, y in parent pixels and the patch column)."
     )
     model = model_input("embedding")
     embedding = cT.Output(

@@ -22,7 +22,8 @@ import lsst.pipe.base.connectionTypes as cT
 import numpy as np
 from astropy.table import Table
 
-from ..butler.connections import model_input
+from ..butler.connections import model_input, object_table_input, patch_coadds_input
+from ..butler.names import CURRENT_NAMES
 from ..engine import InferenceConfig, InferenceEngine
 from ..packages import ModelPackage
 from .features import DEFAULT_BANDS, MorphologyFlag
@@ -44,7 +45,7 @@ DEFAULT_BATCH_SIZE = 256
 class ClassifyMorphologyConnections(
     pipeBase.PipelineTaskConnections,
     dimensions=_DIMENSIONS,
-    defaultTemplates={"coaddName": "deep_coadd", "objectTable": "object"},
+    defaultTemplates={"coadd": CURRENT_NAMES["coadd"], "objectTable": CURRENT_NAMES["objectTable"]},
 ):
     """Connections of `ClassifyMorphologyTask`.
 
@@ -55,20 +56,9 @@ class ClassifyMorphologyConnections(
         ``attentionIds``) the attention outputs are dropped.
     """
 
-    coadds = cT.Input(
-        doc="Deep coadds of the patch, one per band (bands not configured are not read).",
-        name="{coaddName}",
-        storageClass="MaskedImageV2",
-        dimensions=("skymap", "tract", "patch", "band"),
-        multiple=True,
-        deferLoad=True,
-    )
-    objectCatalog = cT.Input(
-        doc="Object table of the tract (objectId, x, y in the tract's pixel frame, patch).",
-        name="{objectTable}",
-        storageClass="ArrowAstropy",
-        dimensions=("skymap", "tract"),
-        deferLoad=True,
+    coadds = patch_coadds_input("Deep coadds of the patch, one per band (bands not configured are not read).")
+    objectCatalog = object_table_input(
+        "Object table of the tract (objectId, x, y in the tract's pixel frame, patch)."
     )
     model = model_input("morphology")
     morphology = cT.Output(
