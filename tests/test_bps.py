@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def test_bps_submit_with_parsl(tiny_repo, tmp_path):
     del butler
     config = tmp_path / "bps.yaml"
     text = (ROOT / "pipelines/bps/bps_parsl_local.yaml").read_text()
-    config.write_text(text.replace("DemoPipeline.yaml", "dia.yaml"))
+    config.write_text(re.sub(r'DemoPipeline\.yaml[^"]*', "dia.yaml", text))
     venv = bindir.parent
     env = dict(
         os.environ,
