@@ -80,3 +80,15 @@ def test_labels(tmp_path):
         match_labels(["x", "y"], labels, "l.csv")
     with pytest.raises(LabelFileError, match="no column 'nope'"):
         read_labels(tmp_path / "l.csv", "ID", "nope")
+
+
+def test_same_stem_twice_and_conflicting_labels(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    np.save(tmp_path / "a" / "g1.npy", np.ones((1, 4, 4), np.float32))
+    np.save(tmp_path / "b" / "g1.npy", np.ones((1, 4, 4), np.float32))
+    with pytest.raises(ImageFileError, match="same id 'g1'"):
+        load_images([str(tmp_path / "a"), str(tmp_path / "b")])
+    Table({"ID": ["g1", "g1"], "LABEL": ["E", "Sa"]}).write(tmp_path / "l.csv")
+    with pytest.raises(LabelFileError, match="two labels"):
+        read_labels(tmp_path / "l.csv", "ID", "LABEL")

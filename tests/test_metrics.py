@@ -114,3 +114,16 @@ def test_plots_write_png_files(tmp_path):
     for path in (p1, p2):
         with open(path, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_balanced_accuracy_and_macro_f1_by_hand():
+    import numpy as np
+    from lsst.meas.ml.metrics import balanced_accuracy, macro_f1
+
+    truth = np.array([0, 0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 0, 1, 1, 0, 0])
+    # Recalls: class 0 3/4, class 1 1/2, class 2 0/1.
+    assert balanced_accuracy(pred, truth) == (0.75 + 0.5 + 0.0) / 3
+    # F1: class 0 2*3/(4+5), class 1 2*1/(2+2), class 2 0.
+    assert macro_f1(pred, truth, 3) == (6 / 9 + 0.5 + 0.0) / 3
+    assert np.isnan(balanced_accuracy([], [])) and np.isnan(macro_f1([], [], 3))

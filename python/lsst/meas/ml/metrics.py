@@ -16,8 +16,10 @@ import numpy as np
 __all__ = [
     "accuracy",
     "agreement",
+    "balanced_accuracy",
     "best_threshold",
     "confusion_matrix",
+    "macro_f1",
     "purity_completeness",
     "real_bogus_metrics",
     "roc_auc",
@@ -178,6 +180,57 @@ def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
     return m
+
+
+def balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Return the recall averaged over the classes present in ``truth``.
+
+    Parameters
+    ----------
+    predicted : `numpy.ndarray`
+        Predicted classes.
+    truth : `numpy.ndarray`
+        True classes.
+
+    Returns
+    -------
+    balanced : `float`
+        Mean per-class recall; NaN when ``truth`` is empty.
+    """
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    if not len(truth):
+        return float("nan")
+    return float(np.mean([(predicted[truth == k] == k).mean() for k in np.unique(truth)]))
+
+
+def macro_f1(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
+    """Return the F1 score averaged over the classes present in ``truth``.
+
+    Parameters
+    ----------
+    predicted : `numpy.ndarray`
+        Predicted class indices.
+    truth : `numpy.ndarray`
+        True class indices.
+    n_classes : `int`
+        Number of classes.
+
+    Returns
+    -------
+    f1 : `float`
+        Mean over the classes with at least one true member; NaN when
+        ``truth`` is empty.
+    """
+    truth = np.asarray(truth, int)
+    if not len(truth):
+        return float("nan")
+    m = confusion_matrix(np.asarray(predicted, int), truth, n_classes).astype(float)
+    tp = np.diag(m)
+    support = m.sum(axis=1)
+    predicted_n = m.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(support + predicted_n > 0, 2 * tp / (support + predicted_n), 0.0)
+    return float(f1[support > 0].mean())
 
 
 def agreement(scores: np.ndarray, reference: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from ..augment import AugmentConfig, augment
 from ..engine import InferenceEngine
+from ..metrics import accuracy, balanced_accuracy
 from ..models import build_model
 from .features import coadd_stamps
 from .predict import embed_stamps
@@ -311,8 +312,7 @@ def supervised_cnn(
 
 
 def _class_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    recalls = [float((pred[truth == k] == k).mean()) for k in np.unique(truth)]
-    return {"accuracy": float((pred == truth).mean()), "balanced_accuracy": float(np.mean(recalls))}
+    return {"accuracy": accuracy(pred, truth), "balanced_accuracy": balanced_accuracy(pred, truth)}
 
 
 def _z_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

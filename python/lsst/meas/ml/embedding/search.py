@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine import select_device
 from ..errors import MeasMlUserError
 
 __all__ = [
@@ -114,11 +115,7 @@ def exact_search(
     if k < 1:
         raise SearchError(f"k must be at least 1, got {k}.")
     k = min(int(k), len(db))
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    dev = select_device(str(device) if device is not None else "auto")
     finite = np.isfinite(db).all(axis=1)
     # No copy of the database unless it has rows to blank out.
     db_t = torch.from_numpy(db if finite.all() else np.where(finite[:, None], db, np.float32(0)))

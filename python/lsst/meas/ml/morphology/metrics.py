@@ -1,4 +1,7 @@
-"""Figures of the morphology classifier: macro-F1, per-class scores, the confusion-matrix PNG."""
+"""Figures of the morphology classifier: the classification report and the confusion-matrix PNG.
+
+``macro_f1`` is the shared `lsst.meas.ml.metrics.macro_f1` (re-exported).
+"""
 
 from __future__ import annotations
 
@@ -6,37 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..metrics import accuracy, confusion_matrix
+from ..metrics import accuracy, confusion_matrix, macro_f1
 
 __all__ = ["classification_report", "macro_f1", "plot_confusion"]
-
-
-def macro_f1(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
-    """Return the F1 score averaged over the classes present in ``truth``.
-
-    Parameters
-    ----------
-    predicted, truth : `numpy.ndarray`
-        Class indices.
-    n_classes : `int`
-        Number of classes.
-
-    Returns
-    -------
-    f1 : `float`
-        Mean over the classes with at least one true member; NaN when
-        ``truth`` is empty.
-    """
-    truth = np.asarray(truth, int)
-    if not len(truth):
-        return float("nan")
-    m = confusion_matrix(np.asarray(predicted, int), truth, n_classes).astype(float)
-    tp = np.diag(m)
-    support = m.sum(axis=1)
-    predicted_n = m.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(support + predicted_n > 0, 2 * tp / (support + predicted_n), 0.0)
-    return float(f1[support > 0].mean())
 
 
 def classification_report(

@@ -47,6 +47,7 @@ import torch
 from torch.nn import functional as F
 
 from ..augment import AugmentConfig, augment
+from ..engine import select_device
 from ..packages import ModelPackage
 from ..training import TrainingResult
 from .features import (
@@ -265,14 +266,6 @@ def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
     return w / w[present].mean()
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MorphologyInputError(f"device={name!r} was requested but CUDA is not available here.")
-    return torch.device(name)
-
-
 @torch.no_grad()
 def _predict_logits(
     model: torch.nn.Module, x: np.ndarray, device: torch.device, batch: int = 256
@@ -337,7 +330,7 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
     }
     from ..models import build_model
 
-    device = _device(config.device)
+    device = select_device(config.device)
     old_threads = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)

@@ -19,7 +19,7 @@ from astropy.table import Table, join, vstack
 
 from ..packages import ModelPackage
 from .features import PhotozColumns
-from .metrics import outlier_fraction, sigma_nmad
+from .metrics import outlier_fraction, plot_photoz_vs_true, sigma_nmad
 from .predict import PhotozFlag
 from .train import PhotozTrainingConfig, train_photoz_table
 
@@ -104,7 +104,7 @@ def _matched(butler: Any, ref: Any, collections: Any) -> Table:
 
 
 def plot(butler: Any, collections: Any, outdir: str) -> list[str]:
-    """Draw photo-z against true redshift for each tract's galaxies (all, and i < 25.3).
+    """Draw photo-z against true redshift for each tract's galaxies: all, and i < 25.3.
 
     Parameters
     ----------
@@ -118,14 +118,10 @@ def plot(butler: Any, collections: Any, outdir: str) -> list[str]:
     Returns
     -------
     paths : `list` [`str`]
-        The PNGs written (``photoz_vs_truez_tract<N>.png``).
+        The PNGs written (``photoz_vs_truez_tract<N>.png`` and
+        ``photoz_vs_truez_tract<N>_i_lt_25.3.png``).
     """
     import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     paths = []
     for ref in butler.query_datasets("ml_photoz", collections=collections, explain=False):
@@ -134,24 +130,12 @@ def plot(butler: Any, collections: Any, outdir: str) -> list[str]:
         z_true = np.asarray(both["redshift"], float)
         gal = ~np.asarray(both["is_star"], dtype=bool) & np.isfinite(z_phot)
         gold = gal & (np.asarray(both["i_cModelFlux"], float) > 10 ** (-0.4 * (25.3 - 31.4)))
-        zmax = float(np.nanmax(np.concatenate([z_true[gal], z_phot[gal], [1.0]])))
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        faint = gal & ~gold
-        ax.scatter(z_true[faint], z_phot[faint], s=4, c="0.7", label=f"i >= 25.3 ({int(faint.sum())})")
-        ax.scatter(z_true[gold], z_phot[gold], s=5, c="C0", label=f"i < 25.3 ({int(gold.sum())})")
-        grid = np.linspace(0, zmax, 50)
-        ax.plot(grid, grid, "k-", lw=0.8)
-        for sign in (-1, 1):
-            ax.plot(grid, grid + sign * 0.15 * (1 + grid), "k:", lw=0.8)
-        ax.set_xlabel("true redshift")
-        ax.set_ylabel("photo-z (PDF mode)")
-        nmad = sigma_nmad(z_phot[gold], z_true[gold])
-        ax.set_title(f"ml_photoz tract {ref.dataId['tract']}: i < 25.3 sigma_NMAD {nmad:.3f}")
-        ax.legend(loc="upper left", fontsize=8)
-        path = os.path.join(outdir, f"photoz_vs_truez_tract{ref.dataId['tract']}.png")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+        tract = ref.dataId["tract"]
+        z_max = float(np.ceil(max(np.nanmax(z_true[gal], initial=1.0), 3.0)))
+        for sel, suffix, name in ((gal, "", "all galaxies"), (gold, "_i_lt_25.3", "i < 25.3")):
+            path = os.path.join(outdir, f"photoz_vs_truez_tract{tract}{suffix}.png")
+            paths.append(plot_photoz_vs_true(z_phot[sel], z_true[sel], path, z_max=z_max,
+                                             title=f"ml_photoz tract {tract}: {name} ({int(sel.sum())})"))
     return paths
 
 

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from astropy.table import Column, Table
 
+from ..engine import select_device
 from ..errors import MeasMlUserError
 from ..flags import DescribedFlag
 from ..models import photoz_templates as _templates
@@ -409,12 +410,6 @@ def template_package(path: str | os.PathLike[str] | None = None) -> ModelPackage
 # Posteriors
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _prepare(fluxes: np.ndarray, errors: np.ndarray, error_floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Zero the unusable bands and return (flux, inverse variance) in float64."""
     f = np.asarray(fluxes, dtype=np.float64)
@@ -463,7 +458,7 @@ def grid_posterior(
         (posterior mean E(B-V)), ``chi2`` (best chi-square over the grid),
         ``best_tau``; ``edges`` ``(n_z + 1,)``; ``n_bands`` (usable bands).
     """
-    dev = _device(device)
+    dev = select_device(device)
     f, w = _prepare(fluxes, errors, error_floor)
     n = f.shape[0]
     z = grid.redshift.double().numpy()
