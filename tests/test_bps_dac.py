@@ -285,22 +285,6 @@ def _temporaries(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.rglob("*ml_dia_scores_*.tmp.*") if p.is_file())
 
 
-#: A Slurm site for Parsl that declares a block lost after 10 s without
-#: heartbeats (Parsl's default is 120 s); written beside the test's config.
-_QUICK_LOSS_SITE = """\
-from lsst.ctrl.bps.parsl.sites import Slurm
-
-
-class QuickLossSlurm(Slurm):
-    def get_executors(self):
-        return [
-            self.make_executor(
-                "slurm", executor_options={"heartbeat_period": 2, "heartbeat_threshold": 10}
-            )
-        ]
-"""
-
-
 @pytest.mark.slow
 def test_slurm_job_killed_mid_write_then_restart(slurm_cluster, tmp_path):
     """The Slurm job running the quanta is SIGKILLed as the first output is written; then ``bps restart``.
@@ -332,14 +316,15 @@ def test_slurm_job_killed_mid_write_then_restart(slurm_cluster, tmp_path):
     # No Parsl retry: the killed jobs fail and the submission ends (with the
     # default, 1, Parsl reruns them at once in a new block).
     settings["site"]["slurm"]["retries"] = 0
-    settings["site"]["slurm"]["class"] = "quick_loss_site.QuickLossSlurm"
+    # The project's Slurm site: a lost block is noticed after 10 s without heartbeats (Parsl: 120 s).
+    settings["site"]["slurm"].update(
+        {"class": "lsst.meas.ml.bps_sites.Slurm", "heartbeat_period": 2, "heartbeat_threshold": 10}
+    )
     config.write_text(yaml.safe_dump(settings))
-    (tmp_path / "quick_loss_site.py").write_text(_QUICK_LOSS_SITE)
     env = dict(
         slurm_cluster,
         PWD=str(tmp_path),
         PATH=f"{bindir}{os.pathsep}{slurm_cluster.get('PATH', '')}",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), slurm_cluster.get("PYTHONPATH")])),
     )
     output = "u/test/killed"
     log = tmp_path / "submit.log"
