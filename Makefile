@@ -92,7 +92,7 @@ bench-dia: $(STAMP)
 
 # RAIL's estimators need their own environment (.venv-rail).
 bench-photoz: $(STAMP)
-	bash bench/run_photoz_rail.sh
+	bash bench/run_photoz_rail.sh $(ARGS)
 
 clean:
 	rm -rf $(DEMO_REPO) .pytest_cache .benchmarks build

@@ -173,7 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = PhotozTrainingConfig(
         n_bins=args.bins, z_max=args.z_max, n_members=args.members, epochs=args.epochs,
         hidden=tuple(args.hidden), seed=args.seed, loss=args.loss, num_threads=args.threads,
-        max_seconds=args.max_seconds,
+        max_seconds=args.max_seconds, pit_knots=args.pit_knots,
     )
     result = train_photoz_table(
         table, columns, args.redshift_column, config, provenance={"training_data": source}, name=args.name
@@ -233,13 +233,22 @@ def add_train_parser(subparsers: Any) -> None:
     p.add_argument("--redshift-column", default="redshift", help="True-redshift column (default redshift).")
     p.add_argument("--out", required=True, help="Model package to write (.safetensors).")
     p.add_argument("--name", default="photoz-mbrnn", help="Package name.")
-    p.add_argument("--bins", type=int, default=150, help="Number of redshift bins (default 150).")
-    p.add_argument("--z-max", type=float, default=3.0, help="Upper end of the bins (default 3).")
-    p.add_argument("--members", type=int, default=5, help="Ensemble size (default 5).")
-    p.add_argument("--epochs", type=int, default=80, help="Maximum epochs per member (default 80).")
-    p.add_argument("--hidden", type=int, nargs="+", default=[128, 128, 128], help="Hidden layer widths.")
-    p.add_argument("--loss", choices=("ce", "anchor"), default="ce", help="Loss (default cross-entropy).")
-    p.add_argument("--seed", type=int, default=0)
+    from .train import PhotozTrainingConfig
+
+    d = PhotozTrainingConfig()
+    p.add_argument("--bins", type=int, default=d.n_bins, help="Redshift bins (default %(default)s).")
+    p.add_argument("--z-max", type=float, default=d.z_max, help="Upper bin edge (default %(default)s).")
+    p.add_argument("--members", type=int, default=d.n_members, help="Ensemble size (default %(default)s).")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="Maximum epochs per member (default %(default)s).")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden),
+                   help="Hidden layer widths (default %(default)s).")
+    p.add_argument("--loss", choices=("ce", "anchor"), default=d.loss, help="Loss (default cross-entropy).")
+    p.add_argument("--pit-knots", type=int, default=d.pit_knots,
+                   help="Knots of the PDF recalibration fitted on the validation split (0: none; default "
+                        "%(default)s).")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="Seed of the validation split and of the members' weights (default %(default)s).")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")
     p.add_argument("--max-seconds", type=float, default=None, help="Stop training after this many seconds.")
     p.add_argument("--plots", default=None, help="Directory for photo-z vs true z and PIT PNG files.")

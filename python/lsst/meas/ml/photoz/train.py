@@ -67,7 +67,7 @@ __all__ = [
 _LOG = logging.getLogger("lsst.meas.ml.photoz.train")
 
 #: Version string written into packages made by this trainer.
-TRAINER_VERSION = "1.0.0"
+TRAINER_VERSION = "1.1.0"
 
 
 @dataclasses.dataclass
@@ -100,6 +100,7 @@ class PhotozTrainingConfig:
     flux_noise: float = 0.0
     refit: bool = True
     combine: str = "logit"
+    pit_knots: int = 21
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -297,6 +298,26 @@ def _fit_temperature(model: MBRNN, logits: torch.Tensor, z_val: np.ndarray) -> f
     return float(fine[int(np.argmin([score(t) for t in fine]))])
 
 
+def _fit_pit_recalibration(model: MBRNN, logits: torch.Tensor, z_val: np.ndarray, knots: int) -> None:
+    """Set ``model.pit_quantiles`` from the PIT values of the validation rows (temperature applied).
+
+    The quantiles at ``knots`` equally spaced levels, pinned to 0 and 1 at
+    the ends and made strictly increasing.
+    """
+    from .metrics import pit
+
+    with torch.no_grad():
+        pdf = combine_member_logits(logits, model.temperature, model.combine).numpy()
+    values = pit(pdf, model.bin_edges.numpy().astype(np.float64), z_val)
+    values = values[np.isfinite(values)]
+    levels = np.linspace(0.0, 1.0, knots)
+    q = np.quantile(values, levels) if values.size else levels.copy()
+    q[0], q[-1] = 0.0, 1.0
+    q = (q + 1e-5 * levels) / (1.0 + 1e-5)  # strictly increasing, ends kept
+    q[0], q[-1] = 0.0, 1.0
+    model.pit_quantiles.copy_(torch.from_numpy(q).float())
+
+
 def _fit_ood(model: MBRNN, x_train: torch.Tensor) -> None:
     """Embedding mean and precision per member, and the 99th-percentile distance as scale."""
     with torch.no_grad():
@@ -417,6 +438,8 @@ def _train(
         colours=config.colours,
         combine=config.combine,
     )
+    if config.pit_knots:
+        hyper["pit_knots"] = config.pit_knots
     model = MBRNN(**{**hyper, "hidden": tuple(config.hidden)})
     # Asinh softening: the median flux error of each band (about the 1-sigma depth).
     errs = x_train[:, nb : 2 * nb].numpy()
@@ -443,6 +466,8 @@ def _train(
         logits_val, _ = model.member_outputs(x_val)
     temperature = _fit_temperature(model, logits_val, z_val.numpy().astype(np.float64))
     model.temperature.fill_(temperature)
+    if config.pit_knots:
+        _fit_pit_recalibration(model, logits_val, z_val.numpy().astype(np.float64), config.pit_knots)
     _fit_ood(model, x_train)
 
     with torch.no_grad():
