@@ -166,6 +166,48 @@ def test_short_pretraining_run_packages_a_normalised_encoder(tmp_path):
     assert acc > 2.0 / 80
 
 
+def test_encoder_centre_pooling_colour_input_and_old_packages():
+    from lsst.meas.ml.models import build_model
+
+    torch.manual_seed(0)
+    hyper = {"in_channels": 6, "stamp_size": 16, "widths": [8, 16]}
+    centre = build_model("embedding_cnn", {**hyper, "pool": "centre", "colour_input": True}).eval()
+    mean = build_model("embedding_cnn", {**hyper, "pool": "mean"}).eval()
+    assert centre.stem[0].in_channels == 12 and mean.stem[0].in_channels == 6
+    # A source at the centre moves the centre-pooled features more than one in a corner.
+    empty = torch.zeros(1, 6, 16, 16)
+    middle, corner = empty.clone(), empty.clone()
+    middle[..., 7:9, 7:9] = 50.0
+    corner[..., 0:2, 0:2] = 50.0
+    with torch.no_grad():
+        base = centre.features(empty)
+        d_mid = (centre.features(middle) - base).norm()
+        d_corner = (centre.features(corner) - base).norm()
+    assert d_mid > 2 * d_corner
+    # The colour channels respond to a change of colour at fixed total flux.
+    blue, red = empty.clone(), empty.clone()
+    blue[:, :3, 6:10, 6:10], blue[:, 3:, 6:10, 6:10] = 40.0, 10.0
+    red[:, :3, 6:10, 6:10], red[:, 3:, 6:10, 6:10] = 10.0, 40.0
+    with torch.no_grad():
+        assert not torch.allclose(centre.features(blue), centre.features(red))
+    # Packages without the options (older manifests) build the plain-mean encoder.
+    assert build_model("embedding_cnn", hyper).pool == "mean"
+    with pytest.raises(ValueError, match="pool"):
+        build_model("embedding_cnn", {**hyper, "pool": "max"})
+
+
+def test_balanced_logistic_probe_predicts_a_rare_class():
+    from lsst.meas.ml.embedding.downstream import logistic_probe
+
+    rng = np.random.default_rng(1)
+    common = rng.normal(0.0, 1.0, size=(40, 3))
+    rare = rng.normal(0.0, 1.0, size=(3, 3)) + np.array([3.0, 0.0, 0.0])
+    x = np.concatenate([common, rare])
+    y = np.array([0] * 40 + [1] * 3)
+    test = np.array([[4.0, 0.0, 0.0], [-2.0, 0.0, 0.0]])
+    assert logistic_probe(x, y, test, n_classes=2).tolist() == [1, 0]
+
+
 def test_training_refuses_too_few_or_wrong_size_stamps():
     with pytest.raises(EmbeddingInputError, match="at least 8"):
         train_embedding(

@@ -49,8 +49,15 @@ def untrained_package(channels: int = 6, stamp_size: int = 40) -> ModelPackage:
     """
     from ..models import build_model
     from .features import NORMALISATION
+    from .train import EmbeddingTrainingConfig
 
-    hyper = {"in_channels": channels, "stamp_size": stamp_size}
+    defaults = EmbeddingTrainingConfig()
+    hyper = {
+        "in_channels": channels,
+        "stamp_size": stamp_size,
+        "pool": defaults.pool,
+        "colour_input": defaults.colour_input,
+    }
     model = build_model("embedding_cnn", hyper)
     return ModelPackage.from_model(
         model,

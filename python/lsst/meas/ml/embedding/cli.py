@@ -45,6 +45,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stamp_size=args.stamp_size,
         margin=args.margin,
         widths=tuple(args.widths),
+        pool=args.pool,
+        colour_input=args.colour_input,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -125,6 +127,18 @@ def add_train_parser(subparsers: Any) -> None:
     p.add_argument("--stamp-size", type=int, default=40, help="Model input side in pixels.")
     p.add_argument("--margin", type=int, default=4, help="Jitter margin: stamps are cut 2*margin larger.")
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument(
+        "--pool",
+        choices=("centre", "mean"),
+        default="centre",
+        help="Pooling of the last feature map: centre-weighted (default) or a plain mean.",
+    )
+    p.add_argument(
+        "--colour-input",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also feed the band differences (colours) to the encoder (default on).",
+    )
     p.add_argument("--epochs", type=int, default=40, help="Passes over the stamps (longer: more).")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)

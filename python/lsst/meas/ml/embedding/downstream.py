@@ -3,24 +3,34 @@
 The experiment of Hayat, Stein et al. (2021), on the simulated survey
 (``meas-ml embedding-downstream``):
 
-1. simulate a survey (`lsst.meas.ml.simulate.simulate_survey`, more
-   galaxies than the demo's) and cut 6-band coadd stamps of the detected
-   galaxies brighter than ``max_mag`` through the shared cutout code;
-2. hold out ``test_fraction`` of the galaxies; pre-train the encoder with
-   MoCo v2 (`lsst.meas.ml.embedding.train.train_embedding`) on the other
-   stamps *without labels*;
-3. for each label fraction (1% and 10% of the training galaxies):
+1. simulate a survey (`lsst.meas.ml.simulate.simulate_survey`) and cut
+   6-band coadd stamps of *every* detected galaxy through the shared
+   cutout code; the *labelled set* is the galaxies brighter than
+   ``max_mag`` (fainter ones are blobs of a few sigma whose Hubble type no
+   image shows);
+2. hold out ``test_fraction`` of the labelled set; pre-train the encoder
+   with MoCo v2 (`lsst.meas.ml.embedding.train.train_embedding`) on all
+   the other stamps, faint ones included, *without labels* (unlabelled
+   data is what self-supervision is for);
+3. for each label fraction (1% and 10% of the labelled training galaxies)
+   and each of ``label_draws`` random draws of the labelled galaxies:
 
-   * self-supervised route: frozen, L2-normalised embeddings; a linear
-     probe (multinomial logistic regression) for the Hubble type (E, S0,
-     Sa, Sb, Sc/Sd, Irr) and a ridge regression for the redshift;
+   * self-supervised route: frozen pre-projection features of the
+     pre-trained encoder, standardised; a class-balanced multinomial
+     logistic regression for the Hubble type (E, S0, Sa, Sb, Sc/Sd, Irr)
+     and a ridge regression for the redshift;
+   * untrained encoder: the same probes on the features of the same
+     architecture at its random initialisation (what pre-training adds);
    * supervised route: the same encoder architecture trained from scratch
      with a linear head on the same labelled stamps (rotations, flips and
-     jitter as augmentation), cross-entropy or mean squared error;
+     jitter as augmentation, class-balanced cross-entropy or mean squared
+     error, a fixed step budget and weight decay: nothing tuned on the
+     held-out galaxies);
+   * majority class and the median redshift of the labelled galaxies;
 
-4. score both on the held-out galaxies: accuracy and balanced accuracy
-   (mean recall over the classes present), and sigma_NMAD and outlier
-   fraction (``|dz|/(1+z) > 0.15``) of the redshift.
+4. score on the held-out galaxies: accuracy and balanced accuracy (mean
+   recall over the classes present), and sigma_NMAD and outlier fraction
+   (``|dz|/(1+z) > 0.15``) of the redshift, averaged over the draws.
 """
 
 from __future__ import annotations
@@ -35,14 +45,21 @@ import torch
 from torch.nn import functional as F
 
 from ..augment import AugmentConfig, augment
-from ..engine import InferenceEngine
 from ..metrics import accuracy, balanced_accuracy
 from ..models import build_model
 from .features import coadd_stamps
-from .predict import embed_stamps
 from .train import ARCHITECTURE, EmbeddingTrainingConfig, PretrainingSet, train_embedding
 
-__all__ = ["DownstreamConfig", "format_table", "galaxy_stamps", "run_downstream"]
+__all__ = [
+    "DownstreamConfig",
+    "encoder_features",
+    "format_table",
+    "galaxy_stamps",
+    "logistic_probe",
+    "ridge_probe",
+    "run_downstream",
+    "supervised_cnn",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -62,42 +79,59 @@ class DownstreamConfig:
         Survey and split seed.
     stamp_size, margin : `int`
         Model input side and jitter margin.
+    widths : `tuple` [`int`, ...]
+        Encoder stage widths (pre-trained, untrained and supervised alike).
+    pool : `str`
+        Pooling of the encoder's last feature map (``"centre"``: weighted
+        towards the object, see `lsst.meas.ml.models.embedding`).
+    colour_input : `bool`
+        Feed the encoders the band differences too.
     pretrain_epochs : `int`
         MoCo v2 epochs.
     pretrain_batch_size : `int`
-        MoCo v2 batch size (small: more steps for the same computation).
+        MoCo v2 batch size.
+    pretrain_faint : `bool`
+        Pre-train on every detected galaxy outside the held-out set (True)
+        or only on the labelled (bright) training galaxies.
     supervised_steps : `int`
         Optimisation steps of each supervised CNN.
     label_fractions : `tuple` [`float`, ...]
-        Fractions of the training galaxies that are labelled.
+        Fractions of the labelled training galaxies whose labels are used.
+    label_draws : `int`
+        Random draws of the labelled galaxies per fraction (scores are
+        averaged: a few labels make any single draw noisy).
     test_fraction : `float`
-        Galaxies held out for scoring.
+        Fraction of the labelled set held out for scoring.
     max_mag : `float` or `None`
-        Only galaxies brighter than this i-band magnitude: fainter ones
-        are blobs of a few sigma whose Hubble type no image shows.
+        Labelled set: galaxies brighter than this i-band magnitude.
     """
 
     n_galaxies: int = 4000
     seed: int = 3
-    stamp_size: int = 40
+    stamp_size: int = 16
     margin: int = 4
-    pretrain_epochs: int = 25
-    pretrain_batch_size: int = 16
+    widths: tuple[int, ...] = (16, 32, 64)
+    pool: str = "centre"
+    colour_input: bool = True
+    pretrain_epochs: int = 60
+    pretrain_batch_size: int = 64
+    pretrain_faint: bool = True
     supervised_steps: int = 300
     label_fractions: tuple[float, ...] = (0.01, 0.1)
+    label_draws: int = 3
     test_fraction: float = 0.3
     max_mag: float | None = 24.0
 
     @classmethod
     def full(cls) -> DownstreamConfig:
-        """Return the full-size experiment (about an hour on 2 CPU cores).
+        """Return the full-size experiment (not measured; roughly half an hour on 2 CPU cores).
 
         Returns
         -------
         config : `DownstreamConfig`
-            16000 galaxies, 60 pre-training epochs, 600 supervised steps.
+            16000 galaxies, 100 pre-training epochs, 600 supervised steps.
         """
-        return cls(n_galaxies=16000, pretrain_epochs=60, supervised_steps=600)
+        return cls(n_galaxies=16000, pretrain_epochs=100, supervised_steps=600)
 
 
 def galaxy_stamps(
@@ -120,7 +154,8 @@ def galaxy_stamps(
     -------
     data : `dict` [`str`, `numpy.ndarray`]
         ``x`` (N, C, S, S) stamps in linear noise units, ``label`` Hubble
-        type index, ``redshift``, ``objectId``, ``nan_fraction``.
+        type index, ``redshift``, ``objectId``, ``nan_fraction``,
+        ``mag_i`` (i-band cModel AB magnitude, inf when not positive).
     """
     from astropy.table import join
 
@@ -128,16 +163,20 @@ def galaxy_stamps(
     truth = survey.truth_object["objectId", "hubble_type_class", "redshift"]
     both = join(objects, truth, keys="objectId")
     keep = (np.asarray(both["hubble_type_class"]) >= 0) & np.asarray(both["detect_isPrimary"], bool)
+    flux = np.nan_to_num(np.asarray(both["i_cModelFlux"], float), nan=0.0)
     if max_mag is not None:
-        flux = np.nan_to_num(np.asarray(both["i_cModelFlux"], float), nan=0.0)
         keep &= flux > 10 ** (-0.4 * (max_mag - 31.4))
     both = both[keep]
+    flux = flux[keep]
+    mag = np.full(len(flux), np.inf)
+    mag[flux > 0] = 31.4 - 2.5 * np.log10(flux[flux > 0])
     parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("x", "label", "redshift", "objectId", "nan_fraction")
+        k: [] for k in ("x", "label", "redshift", "objectId", "nan_fraction", "mag_i")
     }
     patches = {p for p, _ in survey.coadds}
     for patch in sorted(set(np.asarray(both["patch"]).tolist()) & patches):
-        rows = both[np.asarray(both["patch"]) == patch]
+        in_patch = np.asarray(both["patch"]) == patch
+        rows = both[in_patch]
         coadds = {b: survey.coadds[(patch, b)] for b in bands}
         st = coadd_stamps(coadds, np.asarray(rows["x"], float), np.asarray(rows["y"], float), size, bands)
         keep = ~st.offimage & (st.nan_fraction < 0.25)
@@ -146,6 +185,7 @@ def galaxy_stamps(
         parts["redshift"].append(np.asarray(rows["redshift"], np.float64)[keep])
         parts["objectId"].append(np.asarray(rows["objectId"], np.int64)[keep])
         parts["nan_fraction"].append(st.nan_fraction[keep])
+        parts["mag_i"].append(mag[in_patch][keep])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -154,10 +194,21 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mu) / sd for a in (train, *others)]
 
 
+def _class_weights(train_y: np.ndarray, n_classes: int) -> torch.Tensor:
+    counts = np.bincount(train_y, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(train_y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.from_numpy(weights.astype(np.float32))
+
+
 def logistic_probe(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int, l2: float = 1e-2
 ) -> np.ndarray:
-    """Fit a multinomial logistic regression (L-BFGS, L2 penalty) and predict classes.
+    """Fit a class-balanced multinomial logistic regression (L-BFGS, L2 penalty) and predict.
+
+    Features are standardised with the training rows' mean and scatter;
+    each class's loss is weighted by the inverse of its frequency among
+    the training rows, so that a few labels of a common class do not make
+    the probe predict only that class.
 
     Parameters
     ----------
@@ -180,13 +231,14 @@ def logistic_probe(
     a, b = _standardise(train_x, test_x)
     xa = torch.from_numpy(a.astype(np.float32))
     ya = torch.from_numpy(train_y.astype(np.int64))
+    weights = _class_weights(train_y, n_classes)
     w = torch.zeros(a.shape[1], n_classes, requires_grad=True)
     bias = torch.zeros(n_classes, requires_grad=True)
     opt = torch.optim.LBFGS([w, bias], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(xa @ w + bias, ya) + l2 * (w * w).sum()
+        loss = F.cross_entropy(xa @ w + bias, ya, weight=weights) + l2 * (w * w).sum()
         loss.backward()
         return loss
 
@@ -234,8 +286,11 @@ def supervised_cnn(
     margin: int,
     steps: int,
     seed: int,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Train the encoder architecture from scratch with a linear head on the labelled stamps.
+
+    Classification uses the class-balanced cross-entropy (as the probe).
 
     Parameters
     ----------
@@ -256,6 +311,8 @@ def supervised_cnn(
         AdamW steps (batch 64 or the labelled set).
     seed : `int`
         Random seed.
+    hyperparameters : `dict`, optional
+        Further encoder hyperparameters (``widths``, ``pool``).
 
     Returns
     -------
@@ -264,7 +321,9 @@ def supervised_cnn(
     """
     torch.manual_seed(seed)
     c = train_x.shape[1]
-    enc = build_model(ARCHITECTURE, {"in_channels": c, "stamp_size": stamp_size})
+    enc = build_model(
+        ARCHITECTURE, {"in_channels": c, "stamp_size": stamp_size, **dict(hyperparameters or {})}
+    )
     out_dim = n_classes if task == "class" else 1
     head = torch.nn.Linear(enc.embed_dim, out_dim)
     params = list(enc.parameters()) + list(head.parameters())
@@ -282,6 +341,7 @@ def supervised_cnn(
     xt = torch.from_numpy(train_x)
     if task == "class":
         yt = torch.from_numpy(train_y.astype(np.int64))
+        weights = _class_weights(train_y, n_classes)
     else:
         mu, sd = float(train_y.mean()), float(train_y.std() + 1e-6)
         yt = torch.from_numpy(((train_y - mu) / sd).astype(np.float32))
@@ -292,7 +352,10 @@ def supervised_cnn(
         idx = torch.randint(0, len(xt), (batch,), generator=gen)
         v = augment(xt[idx], aug, generator=gen)
         out = head(enc.features(v))
-        loss = F.cross_entropy(out, yt[idx]) if task == "class" else F.mse_loss(out[:, 0], yt[idx])
+        if task == "class":
+            loss = F.cross_entropy(out, yt[idx], weight=weights)
+        else:
+            loss = F.mse_loss(out[:, 0], yt[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -321,6 +384,40 @@ def _z_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"sigma_nmad": sigma_nmad(pred, truth), "outlier_fraction": outlier_fraction(pred, truth)}
 
 
+@torch.no_grad()
+def encoder_features(
+    model: torch.nn.Module, x: np.ndarray, stamp_size: int, batch_size: int = 512
+) -> np.ndarray:
+    """Return the frozen pre-projection features of centre-cropped stamps.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        The encoder (`lsst.meas.ml.models.embedding.EmbeddingEncoder`).
+    x : `numpy.ndarray`
+        ``(N, C, S, S)`` stamps, ``S >= stamp_size``.
+    stamp_size : `int`
+        Side of the central crop fed to the encoder.
+    batch_size : `int`
+        Stamps per forward pass.
+
+    Returns
+    -------
+    features : `numpy.ndarray`
+        ``(N, D)`` float32 features (the embedding before its L2
+        normalisation).
+    """
+    m = (x.shape[-1] - stamp_size) // 2
+    crop = torch.from_numpy(np.ascontiguousarray(x[..., m : m + stamp_size, m : m + stamp_size], np.float32))
+    model.eval()
+    out = [model.features(crop[s : s + batch_size]) for s in range(0, len(crop), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
 def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
     """Run the experiment and return its figures.
 
@@ -333,8 +430,8 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
     -------
     report : `dict` [`str`, `~typing.Any`]
         ``rows``: one entry per (label fraction, route) with the
-        morphology and redshift scores; sizes, timings and the
-        pre-training metrics.
+        morphology and redshift scores averaged over the label draws;
+        sizes, timings and the pre-training metrics.
     """
     from ..simulate import SurveyConfig, simulate_survey
 
@@ -349,21 +446,28 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
     survey = simulate_survey(survey_config)
     bands = tuple(survey_config.coadd_bands)
     cut = config.stamp_size + 2 * config.margin
-    data = galaxy_stamps(survey, cut, bands, max_mag=config.max_mag)
+    data = galaxy_stamps(survey, cut, bands)
     t_sim = time.monotonic() - t0
-    n = len(data["x"])
+    n_all = len(data["x"])
+    labelled = np.flatnonzero(data["mag_i"] < (np.inf if config.max_mag is None else config.max_mag))
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(n)
-    n_test = int(round(config.test_fraction * n))
+    order = labelled[rng.permutation(len(labelled))]
+    n_test = int(round(config.test_fraction * len(order)))
     test, pool = order[:n_test], order[n_test:]
+    unlabelled = np.setdiff1d(np.arange(n_all), test) if config.pretrain_faint else pool
     _log.info(
-        "Downstream: %d galaxies (%d for pre-training, %d held out) in %.0f s.", n, len(pool), n_test, t_sim
+        "Downstream: %d galaxies, %d labelled (%d held out); pre-training on %d stamps (%.0f s).",
+        n_all,
+        len(labelled),
+        n_test,
+        len(unlabelled),
+        t_sim,
     )
 
-    t0 = time.monotonic()
+    t1 = time.monotonic()
     pre = PretrainingSet(
-        x=data["x"][pool],
-        ids=[str(i) for i in data["objectId"][pool]],
+        x=data["x"][unlabelled],
+        ids=[str(i) for i in data["objectId"][unlabelled]],
         bands=list(bands),
         source={"simulated": {"seed": config.seed, "galaxies": int(config.n_galaxies)}},
     )
@@ -372,49 +476,79 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
         EmbeddingTrainingConfig(
             stamp_size=config.stamp_size,
             margin=config.margin,
+            widths=tuple(config.widths),
+            pool=config.pool,
+            colour_input=config.colour_input,
             epochs=config.pretrain_epochs,
             seed=config.seed,
             batch_size=config.pretrain_batch_size,
-            device="auto",
+            device="cpu",
         ),
     )
-    t_pre = time.monotonic() - t0
-    engine = InferenceEngine()
-    emb = embed_stamps(result.package, data["x"], engine)
+    t_pre = time.monotonic() - t1
+    hyper = {
+        "widths": [int(w) for w in config.widths],
+        "pool": config.pool,
+        "colour_input": bool(config.colour_input),
+    }
+    encoders = {"self-supervised + linear probe": result.package.build_model()}
+    torch.manual_seed(config.seed)
+    encoders["untrained encoder + linear probe"] = build_model(
+        ARCHITECTURE, {"in_channels": len(bands), "stamp_size": config.stamp_size, **hyper}
+    )
+    features = {k: encoder_features(m, data["x"], config.stamp_size) for k, m in encoders.items()}
     labels, z = data["label"], data["redshift"]
+    n_classes = len(HUBBLE_TYPES)
     rows = []
     for fraction in config.label_fractions:
-        n_lab = max(len(HUBBLE_TYPES), int(round(fraction * len(pool))))
-        lab = pool[np.random.default_rng(config.seed + 17).permutation(len(pool))[:n_lab]]
-        ssl_class = logistic_probe(emb[lab], labels[lab], emb[test], len(HUBBLE_TYPES))
-        ssl_z = ridge_probe(emb[lab], z[lab], emb[test])
-        common = dict(
-            n_classes=len(HUBBLE_TYPES),
-            stamp_size=config.stamp_size,
-            margin=config.margin,
-            steps=config.supervised_steps,
-            seed=config.seed,
-        )
-        sup_class = supervised_cnn(data["x"][lab], labels[lab], data["x"][test], task="class", **common)
-        sup_z = supervised_cnn(data["x"][lab], z[lab], data["x"][test], task="redshift", **common)
-        for route, pc, pz in (
-            ("self-supervised + linear probe", ssl_class, ssl_z),
-            ("supervised CNN from scratch", sup_class, sup_z),
-        ):
+        n_lab = max(n_classes, int(round(fraction * len(pool))))
+        scores: dict[str, list[dict[str, float]]] = {}
+        for draw in range(config.label_draws):
+            pick = np.random.default_rng(config.seed + 17 + draw).permutation(len(pool))[:n_lab]
+            lab = pool[pick]
+            preds = {}
+            for route, f in features.items():
+                preds[route] = (
+                    logistic_probe(f[lab], labels[lab], f[test], n_classes),
+                    ridge_probe(f[lab], z[lab], f[test]),
+                )
+            common = dict(
+                n_classes=n_classes,
+                stamp_size=config.stamp_size,
+                margin=config.margin,
+                steps=config.supervised_steps,
+                seed=config.seed + draw,
+                hyperparameters=hyper,
+            )
+            preds["supervised CNN from scratch"] = (
+                supervised_cnn(data["x"][lab], labels[lab], data["x"][test], task="class", **common),
+                supervised_cnn(data["x"][lab], z[lab], data["x"][test], task="redshift", **common),
+            )
+            preds["majority class, median redshift"] = (
+                np.full(n_test, np.bincount(labels[lab], minlength=n_classes).argmax()),
+                np.full(n_test, float(np.median(z[lab]))),
+            )
+            for route, (pc, pz) in preds.items():
+                scores.setdefault(route, []).append(
+                    {**_class_scores(pc, labels[test]), **_z_scores(pz, z[test])}
+                )
+        for route, s in scores.items():
             rows.append(
                 {
                     "label_fraction": fraction,
                     "n_labels": int(n_lab),
                     "route": route,
-                    **_class_scores(pc, labels[test]),
-                    **_z_scores(pz, z[test]),
+                    "draws": len(s),
+                    **_mean_scores(s),
+                    "accuracy_per_draw": [d["accuracy"] for d in s],
                 }
             )
-    majority = np.bincount(labels[pool]).argmax()
+    majority = np.bincount(labels[pool], minlength=n_classes).argmax()
     return {
         "rows": rows,
-        "n_galaxies": n,
-        "n_pretrain": len(pool),
+        "n_galaxies": n_all,
+        "n_labelled": len(labelled),
+        "n_pretrain": len(unlabelled),
         "n_test": int(n_test),
         "majority_class_accuracy": float((labels[test] == majority).mean()),
         "pretraining": result.metrics,
@@ -422,7 +556,7 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
         "seconds": {
             "simulate_and_cut": round(t_sim, 1),
             "pretrain": round(t_pre, 1),
-            "total": round(time.monotonic() - t0 + t_sim, 1),
+            "total": round(time.monotonic() - t0, 1),
         },
     }
 
@@ -449,9 +583,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"| {r['label_fraction']:.0%} ({r['n_labels']}) | {r['route']} | {r['accuracy']:.3f} | "
             f"{r['balanced_accuracy']:.3f} | {r['sigma_nmad']:.3f} | {r['outlier_fraction']:.1%} |"
         )
+    draws = max((r.get("draws", 1) for r in report["rows"]), default=1)
     lines.append(
-        f"\n{report['n_galaxies']} galaxies: {report['n_pretrain']} for pre-training (unlabelled), "
-        f"{report['n_test']} held out; majority-class accuracy {report['majority_class_accuracy']:.3f}; "
+        f"\n{report['n_galaxies']} detected galaxies, {report.get('n_labelled', report['n_pretrain'])} "
+        f"labelled (brighter than the cut), {report['n_test']} of them held out; pre-training on "
+        f"{report['n_pretrain']} stamps without labels; scores averaged over {draws} label draws; "
         f"view retrieval {report['pretraining']['view_retrieval_top1_before']:.3f} -> "
         f"{report['pretraining']['view_retrieval_top1']:.3f}; {report['seconds']['total']:.0f} s."
     )

@@ -124,6 +124,14 @@ class EmbeddingTrainingConfig:
         Encoder stage widths; the last is the embedding dimension.
     proj_dim : `int`
         Projection-head output dimension.
+    pool : `str`
+        Pooling of the last feature map (``"mean"`` or ``"centre"``, see
+        `lsst.meas.ml.models.embedding.EmbeddingEncoder`).
+    colour_input : `bool`
+        Feed the encoder the band differences too (see
+        `lsst.meas.ml.models.embedding.EmbeddingEncoder`).
+    augmentation : `lsst.meas.ml.augment.AugmentConfig` or `None`
+        The views' augmentation; None: `telescope_augmentation`.
     epochs : `int`
         Passes over the training stamps.
     batch_size : `int`
@@ -158,6 +166,9 @@ class EmbeddingTrainingConfig:
     margin: int = 4
     widths: tuple[int, ...] = (16, 32, 64, 128)
     proj_dim: int = 64
+    pool: str = "centre"
+    colour_input: bool = True
+    augmentation: AugmentConfig | None = None
     epochs: int = 40
     batch_size: int = 64
     lr: float = 2e-3
@@ -520,12 +531,16 @@ def train_embedding(
     x_val = x_all[val_idx].to(device)
     n_train = len(train_idx)
     batch = int(min(config.batch_size, n_train))
-    aug = telescope_augmentation(config.margin, config.stamp_size)
+    aug = config.augmentation or telescope_augmentation(config.margin, config.stamp_size)
+    if aug.crop != config.stamp_size:
+        aug = dataclasses.replace(aug, crop=int(config.stamp_size))
     hyper = {
         "in_channels": int(data.x.shape[1]),
         "stamp_size": int(config.stamp_size),
         "widths": [int(w) for w in config.widths],
         "proj_dim": int(config.proj_dim),
+        "pool": str(config.pool),
+        "colour_input": bool(config.colour_input),
     }
     model = build_model(ARCHITECTURE, hyper).to(device)
     key_model = copy.deepcopy(model).requires_grad_(False)

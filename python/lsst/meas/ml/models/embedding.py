@@ -12,8 +12,13 @@ default: a per-stamp normalisation (GroupNorm, LayerNorm) divides out the
 brightness and much of the colour of each stamp, which carry the redshift,
 and a BatchNorm in contrastive training lets the two views of a batch
 exchange information through the batch statistics (which MoCo hides by
-shuffling batches across GPUs).  Its globally averaged features are the
-representation; ``forward`` returns them L2-normalised.  A two-layer MLP
+shuffling batches across GPUs).  Optionally (``colour_input``, the
+training default) the stretched bands minus their mean are fed alongside
+the bands: for bright pixels these are colours in magnitudes, which a
+randomly initialised network otherwise barely separates from brightness.
+Its pooled features (a plain mean, or with ``pool="centre"``, the training
+default, a Gaussian-weighted mean about the stamp centre where the object
+is) are the representation; ``forward`` returns them L2-normalised.  A two-layer MLP
 projection head (`EmbeddingEncoder.project`) is used only by contrastive
 training, as in MoCo v2 / SimCLR, and travels with the package so training
 can be resumed.
@@ -45,6 +50,15 @@ def _norm(kind: str, width: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be 'none' or 'group', not {kind!r}")
+
+
+def _centre_weights(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Gaussian weights about the centre of a map (sigma a quarter of its side), summing to 1."""
+    yy = torch.arange(height, device=device, dtype=dtype) - (height - 1) / 2
+    xx = torch.arange(width, device=device, dtype=dtype) - (width - 1) / 2
+    sy, sx = max(height / 4, 0.5), max(width / 4, 0.5)
+    w = torch.exp(-0.5 * ((yy[:, None] / sy) ** 2 + (xx[None, :] / sx) ** 2))
+    return w / w.sum()
 
 
 class _Block(nn.Module):
@@ -93,6 +107,15 @@ class EmbeddingEncoder(nn.Module):
         convolution).  GroupNorm normalises each stamp's activations, which
         removes its brightness and much of its colour, both of which carry
         the redshift; without it the small network trains stably with AdamW.
+    pool : `str`
+        How the last feature map becomes the representation: ``"mean"``
+        (global average) or ``"centre"`` (average weighted by a Gaussian of
+        sigma a quarter of the map side about its centre, where the object
+        is: a plain mean is dominated by the sky around a small galaxy).
+    colour_input : `bool`
+        Also feed the network each stretched band minus the mean of the
+        stretched bands (for bright pixels, colours in magnitudes), so that
+        colours need not be learnt from small differences between channels.
     """
 
     def __init__(
@@ -103,16 +126,28 @@ class EmbeddingEncoder(nn.Module):
         proj_dim: int = 64,
         softening: float = 3.0,
         norm: str = "none",
+        pool: str = "mean",
+        colour_input: bool = False,
     ) -> None:
         super().__init__()
         if softening <= 0:
             raise ValueError(f"softening must be positive, got {softening}")
+        if pool not in ("mean", "centre"):
+            raise ValueError(f"pool must be 'mean' or 'centre', not {pool!r}")
+        self.pool = pool
+        self.colour_input = bool(colour_input)
         self.in_channels = int(in_channels)
         self.stamp_size = int(stamp_size)
         self.softening = float(softening)
         widths = [int(w) for w in widths]
         self.stem = nn.Sequential(
-            nn.Conv2d(self.in_channels, widths[0], 3, padding=1, bias=norm == "none"),
+            nn.Conv2d(
+                self.in_channels * (2 if self.colour_input else 1),
+                widths[0],
+                3,
+                padding=1,
+                bias=norm == "none",
+            ),
             _norm(norm, widths[0]),
             nn.ReLU(inplace=True),
         )
@@ -146,8 +181,12 @@ class EmbeddingEncoder(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         h = torch.asinh(x / self.softening)
+        if self.colour_input:
+            h = torch.cat([h, h - h.mean(dim=1, keepdim=True)], dim=1)
         h = self.blocks(self.stem(h))
-        return h.mean(dim=(-2, -1))
+        if self.pool == "mean":
+            return h.mean(dim=(-2, -1))
+        return (h * _centre_weights(h.shape[-2], h.shape[-1], h.device, h.dtype)).sum(dim=(-2, -1))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Return the L2-normalised projection used by the contrastive loss.
