@@ -568,3 +568,17 @@ def test_default_package_classifies_simulated_galaxies(survey):
     classified = np.asarray(cat["morph_class"]) != ""
     assert classified.sum() > 0.8 * len(cat)
     assert np.all(np.isfinite(cat["morph_ood_score"][classified]))
+
+
+def test_distribution_alignment_and_unweighted_pseudo_labels(data):
+    """The two FixMatch options train, pseudo-label and are recorded; a bad weighting is refused."""
+    torch.set_num_threads(1)
+    base = dict(steps=6, batch_size=16, mu=2, threshold=0.3, label_fraction=0.3, validation_fraction=0.0,
+                seed=1)
+    result = train_morphology(
+        data, MorphologyTrainingConfig(**base, distribution_alignment=True, pseudo_label_weighting="none")
+    )
+    assert 0.0 < result.report["pseudo_label_fraction"] <= 1.0
+    assert np.isfinite(classify_stamps(result.package, data.stamps)["morph_entropy"]).all()
+    with pytest.raises(MorphologyInputError, match="pseudo_label_weighting"):
+        MorphologyTrainingConfig(pseudo_label_weighting="inverse")

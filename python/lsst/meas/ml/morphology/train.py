@@ -174,6 +174,14 @@ class MorphologyTrainingConfig:
         AdamW settings (cosine schedule, 5% warm-up).
     class_weighting : `str`
         ``"inverse"``, ``"sqrt"`` or ``"none"``.
+    pseudo_label_weighting : `str`
+        ``"class"``: the class weights apply to the pseudo-labels too;
+        ``"none"``: every confident pseudo-label weighs 1.
+    distribution_alignment : `bool`
+        Rescale the weak-view probabilities by the labelled class
+        frequencies over the running mean of the model's predictions on
+        unlabelled stamps before thresholding (Berthelot et al. 2020), so
+        that pseudo-labels do not drift to the classes the model favours.
     label_fraction : `float`
         Keep this fraction of the labels (stratified, at least one per
         class); the other labelled stamps become unlabelled.
@@ -202,6 +210,8 @@ class MorphologyTrainingConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     class_weighting: str = "inverse"
+    pseudo_label_weighting: str = "class"
+    distribution_alignment: bool = False
     label_fraction: float = 1.0
     validation_fraction: float = 0.15
     seed: int = 0
@@ -221,6 +231,10 @@ class MorphologyTrainingConfig:
         if self.class_weighting not in ("inverse", "sqrt", "none"):
             raise MorphologyInputError(
                 f"class_weighting must be 'inverse', 'sqrt' or 'none', not {self.class_weighting!r}."
+            )
+        if self.pseudo_label_weighting not in ("class", "none"):
+            raise MorphologyInputError(
+                f"pseudo_label_weighting must be 'class' or 'none', not {self.pseudo_label_weighting!r}."
             )
         if not 0.0 < self.label_fraction <= 1.0:
             raise MorphologyInputError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
@@ -357,6 +371,10 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
         gen_u = torch.Generator().manual_seed(config.seed + 7919)
         rng_u = np.random.default_rng(config.seed + 7919)
         weak, strong = AugmentConfig.weak(), AugmentConfig.strong()
+        counts = np.bincount(labels[train_lab], minlength=k).astype(np.float64) + 1.0
+        label_prior = torch.as_tensor(counts / counts.sum(), dtype=torch.float32, device=device)
+        running = torch.full((k,), 1.0 / k, device=device)
+        u_weights = weights if config.pseudo_label_weighting == "class" else None
         n_pseudo = n_seen = 0
         t0 = time.perf_counter()
         model.train()
@@ -381,14 +399,19 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
                     model.eval()
                     probs = model(xw).softmax(dim=-1)
                     model.train()
+                if config.distribution_alignment:
+                    running = 0.9 * running + 0.1 * probs.mean(dim=0)
+                    probs = probs * (label_prior / running.clamp_min(1e-6))
+                    probs = probs / probs.sum(dim=-1, keepdim=True)
                 conf, pseudo = probs.max(dim=-1)
                 mask = (conf >= config.threshold).float()
                 n_pseudo += int(mask.sum())
                 n_seen += len(u)
                 if mask.any():
-                    # The class weights apply to the pseudo-labels too, so that confident majority-class
-                    # pseudo-labels do not undo the balancing of the supervised loss.
-                    lu = (F.cross_entropy(model(xs), pseudo, weight=weights, reduction="none") * mask).mean()
+                    # With pseudo_label_weighting "class" the class weights apply to the pseudo-labels
+                    # too, so that confident majority-class pseudo-labels do not undo the balancing.
+                    lu = F.cross_entropy(model(xs), pseudo, weight=u_weights, reduction="none")
+                    lu = (lu * mask).mean()
                     ramp = min(1.0, (step + 1) / max(1.0, config.rampup * config.steps))
                     loss = loss + config.lambda_u * ramp * lu
             opt.zero_grad(set_to_none=True)
