@@ -266,6 +266,21 @@ def test_multiband_eleven_channels():
     scales = {b: 1.0 for b in bands}
     fixed = multiband_stack(exposures, [35.0], [35.0], 15, asinh_scale=scales, object_mask=None)
     np.testing.assert_allclose(fixed.data[0, 0, 7, 7], np.arcsinh(exposures["u"].image[30, 30]), rtol=1e-5)
+    # A band without an exposure: an error by default, blank channels on request.
+    partial = {b: e for b, e in exposures.items() if b != "g"}
+    with pytest.raises(ImageError, match=r"\['g'\]"):
+        multiband_stack(partial, [35.0], [35.0], 15, bands=bands)
+    blank = multiband_stack({**partial, "g": None}, [35.0, 6.0], [35.0, 6.0], 15, bands=bands,
+                            missing_bands="blank")
+    full = multiband_stack(exposures, [35.0, 6.0], [35.0, 6.0], 15, bands=bands)
+    assert blank.channels == full.channels and blank.data.shape == full.data.shape
+    assert (blank.data[:, 1] == 0).all() and (blank.data[:, 7] == 1).all()
+    keep = [c for c in range(11) if c not in (1, 7)]
+    np.testing.assert_array_equal(blank.data[:, keep], full.data[:, keep])
+    with pytest.raises(ImageError, match="No exposure"):
+        multiband_stack({}, [35.0], [35.0], 15, bands=bands, missing_bands="blank")
+    with pytest.raises(ImageError, match="missing_bands"):
+        multiband_stack(exposures, [35.0], [35.0], 15, missing_bands="skip")
 
 
 def test_cutout_benchmark_runs_small():

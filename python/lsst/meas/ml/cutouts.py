@@ -625,6 +625,7 @@ def multiband_stack(
     nan_masks: bool = True,
     bad_mask_planes: Sequence[str] = ("BAD", "SAT", "NO_DATA"),
     bbox: Box | Any = None,
+    missing_bands: str = "error",
 ) -> Stamps:
     """Stack stamps of several bands into one model input.
 
@@ -642,7 +643,8 @@ def multiband_stack(
     size : `int`
         Stamp side.
     bands : sequence of `str`, optional
-        Band order; defaults to the mapping's order.  A missing band raises.
+        Band order; defaults to the mapping's order.  A band without an
+        exposure (absent, or `None`) is handled by ``missing_bands``.
     normalise : `str` or `None`
         ``"asinh"`` (`asinh_stretch` of nJy pixels), ``"variance"`` (pixel
         signal-to-noise, `variance_normalise`), ``"variance_stamp"``, or
@@ -662,29 +664,49 @@ def multiband_stack(
         Mask planes marking unusable pixels.
     bbox : `~lsst.meas.ml.images.Box`, optional
         Whole-image box, required when readers are given.
+    missing_bands : `str`
+        ``"error"``: a band without an exposure raises; ``"blank"``: its
+        image channel is 0 and its unusable-pixel mask 1 everywhere, so the
+        channel layout stays that of ``bands`` (the caller flags the rows).
 
     Returns
     -------
     stamps : `Stamps`
         ``data`` is finite float32 (unusable image pixels are 0);
-        ``missing`` and ``bad`` are OR-ed over the bands; ``channels``
-        names each channel.
+        ``missing`` and ``bad`` are OR-ed over the bands that have an
+        exposure; ``channels`` names each channel.
+
+    Raises
+    ------
+    ImageError
+        No band, no exposure for any band, a missing band with
+        ``missing_bands="error"``, or an unknown option.
     """
+    if missing_bands not in ("error", "blank"):
+        raise ImageError(f"missing_bands must be 'error' or 'blank', got {missing_bands!r}.")
     bands = list(bands) if bands is not None else list(exposures)
-    exposures = {b: _as_planes(e) for b, e in exposures.items()}
+    exposures = {b: _as_planes(e) for b, e in exposures.items() if e is not None}
     absent = [b for b in bands if b not in exposures]
-    if absent:
-        raise ImageError(f"No exposure for band(s) {absent}; have {sorted(exposures)}.")
     if not bands:
         raise ImageError("multiband_stack needs at least one band.")
-    per_band = [
-        cut_stamps(exposures[b], x, y, size, bad_mask_bits=list(bad_mask_planes), bbox=bbox) for b in bands
-    ]
+    if absent and (missing_bands == "error" or len(absent) == len(bands)):
+        raise ImageError(f"No exposure for band(s) {absent}; have {sorted(exposures)}.")
+    cut = {
+        b: cut_stamps(exposures[b], x, y, size, bad_mask_bits=list(bad_mask_planes), bbox=bbox)
+        for b in bands
+        if b in exposures
+    }
+    per_band = list(cut.values())
     first = per_band[0]
     n = len(first)
     channels: list[np.ndarray] = []
     names: list[str] = []
-    for band, st in zip(bands, per_band, strict=True):
+    for band in bands:
+        st = cut.get(band)
+        if st is None:
+            channels.append(np.zeros((n, size, size), np.float32))
+            names.append(band)
+            continue
         unusable = st.missing | st.bad
         image, variance = st.data[:, 0], st.data[:, 1]
         if normalise == "asinh":
@@ -719,7 +741,7 @@ def multiband_stack(
                     f"Unknown object_mask {object_mask!r}; use 'detected', a radius or an array."
                 )
             detected = np.zeros((n, size, size), dtype=bool)
-            for band, st in zip(bands, per_band, strict=True):
+            for band, st in cut.items():
                 exp = exposures[band]
                 index = exp.plane_bit("DETECTED") if isinstance(exp, PixelPlanes) else None
                 bit = 1 << (5 if index is None else index)
@@ -742,8 +764,10 @@ def multiband_stack(
         names.append("object_mask")
 
     if nan_masks:
-        for band, st in zip(bands, per_band, strict=True):
-            channels.append((st.missing | st.bad).astype(np.float32))
+        for band in bands:
+            st = cut.get(band)
+            unusable = np.ones((n, size, size), bool) if st is None else st.missing | st.bad
+            channels.append(unusable.astype(np.float32))
             names.append(f"nan_mask_{band}")
 
     data = np.stack(channels, axis=1) if channels else np.empty((n, 0, size, size), np.float32)

@@ -272,18 +272,16 @@ def coadd_stamps(
         x,
         y,
         size,
-        bands=present,
+        bands=list(bands),
         normalise="variance_stamp",
         object_mask=None,
         nan_masks=False,
         bad_mask_planes=list(bad_mask_planes),
         bbox=bbox,
+        missing_bands="blank",
     )
     n = len(x)
-    data = np.zeros((n, len(bands), size, size), np.float32)
-    for i, b in enumerate(bands):
-        if b in present:
-            data[:, i] = st.data[:, present.index(b)]
+    data = st.data
     unusable = (st.missing | st.bad).reshape(n, -1)
     frac = unusable.mean(axis=1).astype(np.float32) if n else np.zeros(0, np.float32)
     return StampBatch(

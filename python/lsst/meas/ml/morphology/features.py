@@ -218,32 +218,27 @@ def coadd_stamps(
     names = (*bands, "object_mask", *(f"nan_mask_{b}" for b in bands))
     if len(present) < nb:
         flags |= int(MorphologyFlag.MISSING_BAND)
-        for j, b in enumerate(bands):
-            if b not in present:
-                out[:, nb + 1 + j] = 1.0
     if not present:
         flags |= int(MorphologyFlag.OFFIMAGE)
+        out[:, nb + 1 :] = 1.0  # every pixel of every band unusable
     elif n:
         planes = {b: PixelPlanes.from_image(coadds[b]) for b in present}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            # A band without a coadd: zero image channel, unusable-pixel mask of ones.
             st = multiband_stack(
                 planes,
                 x,
                 y,
                 s,
-                bands=present,
+                bands=bands,
                 normalise="asinh",
                 object_mask="detected",
                 nan_masks=True,
                 bad_mask_planes=list(bad_mask_planes),
+                missing_bands="blank",
             )
-        k = len(present)
-        for i, b in enumerate(present):
-            j = bands.index(b)
-            out[:, j] = st.data[:, i]
-            out[:, nb + 1 + j] = st.data[:, k + 1 + i]
-        out[:, nb] = st.data[:, k]
+        out = st.data
         flags[st.edge] |= int(MorphologyFlag.EDGE)
         flags[st.offimage] |= int(MorphologyFlag.OFFIMAGE)
     flags, frac = _finish_flags(out, nb, flags, max_masked_fraction)
