@@ -66,29 +66,19 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def load(path: str) -> dict[str, np.ndarray]:
-    """Read the ``photometry`` group of a RAIL example file."""
-    import h5py
-
-    with h5py.File(path, "r") as fh:
-        group = fh["photometry"]
-        return {key: group[key][:] for key in group}
-
-
 def run_one(recipe: str, seed: int, data_dir: str, tune_fraction: float, split_seed: int,
             threads: int) -> dict:
     """Train ``recipe`` with ``seed`` on the fitting part and score it on the tuning split."""
     import torch
 
     torch.set_num_threads(threads)
-    from lsst.meas.ml.models.photoz import MBRNN  # noqa: F401  (registers the architecture)
     from lsst.meas.ml.photoz.features import PhotozColumns
     from lsst.meas.ml.photoz.metrics import photoz_metrics
     from lsst.meas.ml.photoz.predict import predict_photoz
     from lsst.meas.ml.photoz.train import PhotozTrainingConfig, train_photoz
-    from photoz_rail import BANDS, TRAIN_FILE, to_flux_inputs
+    from photoz_rail import BANDS, TRAIN_FILE, load_photometry, to_flux_inputs
 
-    data = load(os.path.join(data_dir, TRAIN_FILE))
+    data = load_photometry(os.path.join(data_dir, TRAIN_FILE))
     n = len(data["redshift"])
     order = np.random.default_rng(split_seed).permutation(n)
     n_tune = int(round(tune_fraction * n))

@@ -32,8 +32,12 @@
   averaging probabilities) and ``refit``; together sigma_NMAD 0.0174 ->
   0.0170 for seed 0 (0.0171-0.0173 for seeds 1 and 2);
 * after training: one temperature for the ensemble PDF minimising the
-  validation CRPS, and the training-set embedding mean and precision for
-  the out-of-distribution score.
+  validation CRPS, then (``pit_knots``, default 21) the quantiles of the
+  validation rows' PIT values, through whose CDF the model maps every
+  ensemble CDF (chosen on a tuning split of RAIL's training file:
+  doc/photoz_tuning.md; the manifest's validation metrics are measured on
+  the rows the recalibration was fitted on), and the training-set
+  embedding mean and precision for the out-of-distribution score.
 """
 
 from __future__ import annotations
