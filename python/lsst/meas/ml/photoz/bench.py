@@ -93,8 +93,9 @@ def write_synthetic_input(path: str, rows: int, *, model: str | None = None, see
 
 
 def _child(argv: Sequence[str]) -> int:
-    """Run one measured prediction (``--child MODE INPUT OUT FORMAT CHUNK MODEL THREADS``)."""
-    mode, input_path, out, pdf_format, chunk, model, threads = argv
+    """Run one measured prediction (``--child MODE INPUT OUT FORMAT CHUNK MODEL THREADS [DEVICE]``)."""
+    mode, input_path, out, pdf_format, chunk, model, threads = argv[:7]
+    device = argv[7] if len(argv) > 7 else "cpu"
     import torch
 
     if int(threads) > 0:
@@ -110,7 +111,7 @@ def _child(argv: Sequence[str]) -> int:
     rows = 0
     if mode == "stream":
         args = ["predict", "photoz", "--input", input_path, "--out", out, "--pdf-format", pdf_format,
-                "--chunk-size", chunk, "--device", "cpu"]
+                "--chunk-size", chunk, "--device", device]
         if model != "-":
             args += ["--model", model]
         rc = main(args)
@@ -121,7 +122,7 @@ def _child(argv: Sequence[str]) -> int:
         rows = pq.ParquetFile(out).metadata.num_rows
     elif mode == "whole":
         config = InferenceConfig()
-        config.device = "cpu"  # as the streaming run
+        config.device = device  # as the streaming run
         table = read_table(input_path)
         engine = InferenceEngine(config)
         catalog = predict_photoz(package, table, engine=engine, pdf_format=pdf_format)
@@ -137,7 +138,7 @@ def _child(argv: Sequence[str]) -> int:
 
 def run_child(
     mode: str, input_path: str, out: str, *, pdf_format: str = "full", chunk_size: int = 65536,
-    model: str | None = None, threads: int = 0,
+    model: str | None = None, threads: int = 0, device: str = "cpu",
 ) -> dict[str, Any]:
     """Run one mode in a fresh child process; its figures, with ``peak_mb`` from `os.wait4`.
 
@@ -158,6 +159,8 @@ def run_child(
         Model package; `None` for the shipped default package.
     threads : `int`, optional
         Torch threads of the child; 0 leaves torch's default.
+    device : `str`, optional
+        Torch device of the prediction (``"cpu"``, ``"cuda"``, ``"auto"``).
 
     Returns
     -------
@@ -172,7 +175,7 @@ def run_child(
         Raised if the child exits with a non-zero status.
     """
     cmd = [sys.executable, "-m", "lsst.meas.ml.photoz.bench", "--child", mode, input_path, out, pdf_format,
-           str(chunk_size), model or "-", str(threads)]
+           str(chunk_size), model or "-", str(threads), device]
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
@@ -202,6 +205,7 @@ def run_memory_benchmark(
     baseline_max_rows: int = 100_000,
     workdir: str | None = None,
     threads: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure the streaming prediction at each size, and the whole-table baseline up to a size.
 
@@ -223,6 +227,9 @@ def run_memory_benchmark(
         Directory for the temporary files; `None` for the system default.
     threads : `int`, optional
         Torch threads of each child; 0 leaves torch's default.
+    device : `str`, optional
+        Torch device of every child's prediction (the streaming run and the
+        whole-table baseline alike).
 
     Returns
     -------
@@ -235,7 +242,8 @@ def run_memory_benchmark(
     sizes = sorted({int(n) for n in rows})
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        common = {"pdf_format": pdf_format, "chunk_size": chunk_size, "model": model, "threads": threads}
+        common = {"pdf_format": pdf_format, "chunk_size": chunk_size, "model": model, "threads": threads,
+                  "device": device}
         first = os.path.join(tmp, f"in_{sizes[0]}.parquet")
         write_synthetic_input(first, sizes[0], model=model)
         runs.append(run_child("floor", first, os.path.join(tmp, "floor.parquet"), **common))
@@ -250,7 +258,7 @@ def run_memory_benchmark(
     stream = {r["rows"]: r for r in runs if r["mode"] == "stream"}
     whole = {r["rows"]: r for r in runs if r["mode"] == "whole"}
     report: dict[str, Any] = {
-        "pdf_format": pdf_format, "chunk_size": chunk_size, "model": model or "default",
+        "pdf_format": pdf_format, "chunk_size": chunk_size, "model": model or "default", "device": device,
         "floor_mb": runs[0]["peak_mb"], "runs": runs, "peak_ratio": None, "throughput_ratio": None,
     }
     if len(stream) > 1:
@@ -280,7 +288,7 @@ def format_report(report: dict[str, Any]) -> str:
     """
     lines = [
         f"photo-z prediction memory (pdf format {report['pdf_format']}, chunk {report['chunk_size']} rows, "
-        f"model {report['model']})",
+        f"model {report['model']}, device {report.get('device', 'cpu')})",
         f"{'mode':<8}{'rows':>10}{'peak MB':>10}{'s':>9}{'rows/s':>10}",
     ]
     for r in report["runs"]:

@@ -412,6 +412,7 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
     report = run_memory_benchmark(
         rows=args.rows, pdf_format=args.pdf_format, chunk_size=args.chunk_size, model=args.model,
         baseline_max_rows=args.baseline_max_rows, workdir=args.workdir, threads=args.threads,
+        device=args.device,
     )
     print(format_report(report))
     if args.json:
@@ -462,6 +463,8 @@ def add_bench_parser(subparsers: Any) -> None:
                    help="Run the whole-table baseline for sizes up to this (default 100000; its memory "
                    "grows by several kB per row).")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads in the children (0: default).")
+    p.add_argument("--device", default="cpu",
+                   help="Torch device of the prediction, streaming and whole-table alike (cpu, cuda, auto).")
     p.add_argument("--workdir", default=None,
                    help="Directory for the synthetic files (default: a temporary one).")
     p.add_argument("--json", default=None, help="Also write the figures to this JSON file.")
