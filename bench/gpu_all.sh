@@ -12,7 +12,8 @@
 # (the trainers choose CUDA when present) for at most that many seconds.
 #
 # MEAS_ML (default `python3 -m lsst.meas.ml.cli`) is the command used; THREADS
-# (default: the host's cores) the torch CPU threads of each benchmark.
+# (default: the host's cores) the torch CPU threads of each benchmark; ONLY
+# (e.g. "dia embedding") runs only the benchmarks named.
 set -u
 out=${1:?usage: bash bench/gpu_all.sh OUTDIR [--quality SECONDS]}
 shift
@@ -28,6 +29,7 @@ summary="$out/summary.txt"
 run() {  # run NAME LIMIT_S ARGS...
     local name=$1 limit=$2
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
     local t0=$SECONDS
     echo "== $name: $MEAS_ML $*" | tee -a "$summary"
     timeout "$limit" $MEAS_ML "$@" > "$out/$name.log" 2>&1
