@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
-from lsst.meas.ml.cutouts import Stamps, asinh_stretch, cut_stamps, multiband_stack, variance_normalise
+from lsst.meas.ml.cutouts import (
+    Stamps,
+    asinh_stretch,
+    cut_stamps,
+    multiband_stack,
+    nanmedian_rows,
+    variance_normalise,
+)
 from lsst.meas.ml.images import Box, ImageError, PixelPlanes
 
 
@@ -401,3 +410,20 @@ def test_threads_after_fork(monkeypatch):
         if child.is_alive():
             child.kill()
     assert got == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nanmedian_rows_equals_numpy(dtype):
+    rng = np.random.default_rng(3)
+    for shape in [(40, 7), (3, 5, 64), (9, 1), (12, 4096)]:
+        a = rng.normal(size=shape).astype(dtype)
+        a[rng.random(shape) < 0.2] = np.nan
+        a.reshape(-1, shape[-1])[0] = np.nan  # an all-NaN row
+        a.reshape(-1, shape[-1])[-1] = rng.normal(size=shape[-1])  # a row without NaN
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(a, axis=-1)
+        got = nanmedian_rows(a)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+    assert nanmedian_rows(np.zeros((0, 5), dtype)).shape == (0,)

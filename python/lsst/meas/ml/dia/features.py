@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cutouts import asinh_stretch, cut_stamps
+from ..cutouts import asinh_stretch, cut_stamps, nanmedian_rows
 from ..errors import MeasMlUserError
 from ..images import PixelPlanes
 
@@ -147,7 +147,7 @@ def _robust_median(a: np.ndarray) -> np.ndarray:
     if np.isfinite(a).all():
         return np.median(a, axis=-1)
     with np.errstate(all="ignore"), _Quiet():
-        return np.nanmedian(a, axis=-1)
+        return nanmedian_rows(a)
 
 
 def _fast_median(a: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cutouts import multiband_stack
+from ..cutouts import multiband_stack, nanmedian_rows
 from ..errors import MeasMlUserError
 from ..flags import DescribedFlag
 from ..images import PixelPlanes
@@ -279,8 +279,8 @@ def file_stamps(
     v = np.where(bad, np.nan, images).reshape(n, c, -1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(v, axis=-1)
-        sigma = 1.4826 * np.nanmedian(np.abs(v - med[..., None]), axis=-1)
+        med = nanmedian_rows(v)
+        sigma = 1.4826 * nanmedian_rows(np.abs(v - med[..., None]))
         spread = np.nanstd(v, axis=-1)
     sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.where(spread > 0, spread, 1.0))
     med = np.nan_to_num(med)
