@@ -52,3 +52,24 @@ def test_bps_submit_with_parsl(tiny_repo, tmp_path):
     table = butler.get(refs[0])
     assert "ml_reliability" in table.colnames
     shutil.rmtree(tmp_path / "submit", ignore_errors=True)
+
+
+def test_slurm_site_heartbeat_from_config_and_refusal():
+    """The packaged Slurm site passes the configured heartbeat to Parsl and refuses a bad one."""
+    pytest.importorskip("lsst.ctrl.bps.parsl", reason="lsst-ctrl-bps-parsl is not installed")
+    from lsst.ctrl.bps import BpsConfig
+    from lsst.meas.ml.bps_sites import Slurm
+
+    base = {"computeSite": "slurm", "uniqProcName": "heartbeat", "submitPath": "/nonexistent"}
+    site = {"class": "lsst.meas.ml.bps_sites.Slurm", "nodes": 1, "cores_per_node": 2, "walltime": "00:10:00"}
+
+    def executor(**keys):
+        return Slurm(BpsConfig({**base, "site": {"slurm": {**site, **keys}}})).get_executors()[0]
+
+    ex = executor(heartbeat_period=5, heartbeat_threshold=40)
+    assert (ex.label, ex.heartbeat_period, ex.heartbeat_threshold) == ("slurm", 5, 40)
+    ex = executor()  # Parsl's defaults
+    assert (ex.heartbeat_period, ex.heartbeat_threshold) == (30, 120)
+    for period, threshold in [(50, 40), (30, 30), (0, 10)]:
+        with pytest.raises(ValueError, match="must exceed heartbeat_period"):
+            executor(heartbeat_period=period, heartbeat_threshold=threshold)
