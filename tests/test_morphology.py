@@ -4,6 +4,7 @@ the real HSC coadd cutouts."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,34 @@ def test_supervised_training_lowers_the_loss(data):
         before = torch.nn.functional.cross_entropy(initial(x), y)
         after = torch.nn.functional.cross_entropy(result.package.build_model()(x), y)
     assert after < 0.8 * before
+
+
+def test_mean_teacher_is_the_moving_average_and_soft_targets_train(data):
+    torch.set_num_threads(1)
+    labelled = data.subset(data.stamps.usable)
+    common = {"architecture": "morph_resnet", "steps": 1, "batch_size": 8, "validation_fraction": 0.0}
+    common["seed"] = 5
+    student = train_morphology(labelled, MorphologyTrainingConfig(semi_supervised=False, **common))
+    teacher = train_morphology(
+        labelled, MorphologyTrainingConfig(semi_supervised=False, ema_decay=0.5, **common)
+    )
+    torch.manual_seed(5)
+    initial = build_model("morph_resnet", {"in_channels": 11, "stamp_size": STAMP, "n_classes": 6})
+    after, averaged = student.package.build_model(), teacher.package.build_model()
+    for p0, p1, pe in zip(initial.parameters(), after.parameters(), averaged.parameters(), strict=True):
+        torch.testing.assert_close(pe, 0.5 * (p0 + p1))
+    assert any(not torch.equal(p0, p1) for p0, p1 in zip(initial.parameters(), after.parameters()))
+    # Soft (sharpened) targets under a zero threshold: every unlabelled stamp takes part.
+    half = labelled.labels.copy()
+    half[::2] = -1
+    soft = train_morphology(
+        dataclasses.replace(labelled, labels=half),
+        MorphologyTrainingConfig(consistency="soft", threshold=0.0, ema_decay=0.9, **{**common, "steps": 3}),
+    )
+    assert soft.report["pseudo_label_fraction"] == 1.0
+    for bad in ({"consistency": "mixup"}, {"ema_decay": 1.0}, {"sharpen_temperature": 0.0}):
+        with pytest.raises(MorphologyInputError):
+            MorphologyTrainingConfig(**bad)
 
 
 def test_training_needs_two_labelled_classes(data):
@@ -573,8 +602,9 @@ def test_default_package_classifies_simulated_galaxies(survey):
 def test_distribution_alignment_and_unweighted_pseudo_labels(data):
     """The two FixMatch options train, pseudo-label and are recorded; a bad weighting is refused."""
     torch.set_num_threads(1)
-    base = dict(steps=6, batch_size=16, mu=2, threshold=0.3, label_fraction=0.3, validation_fraction=0.0,
-                seed=1)
+    base = dict(
+        steps=6, batch_size=16, mu=2, threshold=0.3, label_fraction=0.3, validation_fraction=0.0, seed=1
+    )
     result = train_morphology(
         data, MorphologyTrainingConfig(**base, distribution_alignment=True, pseudo_label_weighting="none")
     )

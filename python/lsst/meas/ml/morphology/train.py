@@ -35,6 +35,7 @@ Training:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -182,6 +183,17 @@ class MorphologyTrainingConfig:
         frequencies over the running mean of the model's predictions on
         unlabelled stamps before thresholding (Berthelot et al. 2020), so
         that pseudo-labels do not drift to the classes the model favours.
+    ema_decay : `float`
+        With a value in (0, 1), an exponential moving average of the
+        weights (this decay per step) makes the pseudo-labels (a mean
+        teacher) and is the packaged model; 0 turns it off.
+    consistency : `str`
+        ``"hard"``: the strong view learns the weak view's arg-max class
+        (FixMatch); ``"soft"``: it learns the weak view's probabilities
+        sharpened by ``sharpen_temperature`` (UDA), under the same
+        confidence mask.
+    sharpen_temperature : `float`
+        Temperature of the soft targets (below 1 sharpens).
     label_fraction : `float`
         Keep this fraction of the labels (stratified, at least one per
         class); the other labelled stamps become unlabelled.
@@ -212,6 +224,9 @@ class MorphologyTrainingConfig:
     class_weighting: str = "inverse"
     pseudo_label_weighting: str = "class"
     distribution_alignment: bool = False
+    ema_decay: float = 0.0
+    consistency: str = "hard"
+    sharpen_temperature: float = 0.4
     label_fraction: float = 1.0
     validation_fraction: float = 0.15
     seed: int = 0
@@ -235,6 +250,14 @@ class MorphologyTrainingConfig:
         if self.pseudo_label_weighting not in ("class", "none"):
             raise MorphologyInputError(
                 f"pseudo_label_weighting must be 'class' or 'none', not {self.pseudo_label_weighting!r}."
+            )
+        if self.consistency not in ("hard", "soft"):
+            raise MorphologyInputError(f"consistency must be 'hard' or 'soft', not {self.consistency!r}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise MorphologyInputError(f"ema_decay must lie in [0, 1), got {self.ema_decay}.")
+        if not self.sharpen_temperature > 0.0:
+            raise MorphologyInputError(
+                f"sharpen_temperature must be positive, got {self.sharpen_temperature}."
             )
         if not 0.0 < self.label_fraction <= 1.0:
             raise MorphologyInputError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
@@ -350,6 +373,11 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
         torch.set_num_threads(config.num_threads)
     try:
         model = build_model(config.architecture, hyper).to(device)
+        teacher = None
+        if config.ema_decay > 0:
+            teacher = copy.deepcopy(model)  # draws no random numbers: the student's run is unchanged
+            teacher.requires_grad_(False)
+            teacher.eval()
         x_all = torch.as_tensor(data.stamps.x)
         y_all = torch.as_tensor(labels)
         weights = torch.as_tensor(
@@ -396,9 +424,12 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
                 xw = augment(xu, weak, n_image_channels=ni, bands=bands, generator=gen_u).to(device)
                 xs = augment(xu, strong, n_image_channels=ni, bands=bands, generator=gen_u).to(device)
                 with torch.no_grad():
-                    model.eval()
-                    probs = model(xw).softmax(dim=-1)
-                    model.train()
+                    if teacher is not None:
+                        probs = teacher(xw).softmax(dim=-1)
+                    else:
+                        model.eval()
+                        probs = model(xw).softmax(dim=-1)
+                        model.train()
                 if config.distribution_alignment:
                     running = 0.9 * running + 0.1 * probs.mean(dim=0)
                     probs = probs * (label_prior / running.clamp_min(1e-6))
@@ -410,7 +441,14 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
                 if mask.any():
                     # With pseudo_label_weighting "class" the class weights apply to the pseudo-labels
                     # too, so that confident majority-class pseudo-labels do not undo the balancing.
-                    lu = F.cross_entropy(model(xs), pseudo, weight=u_weights, reduction="none")
+                    if config.consistency == "soft":
+                        target = probs.clamp_min(1e-8) ** (1.0 / config.sharpen_temperature)
+                        target = target / target.sum(dim=-1, keepdim=True)
+                        lu = -(target * F.log_softmax(model(xs), dim=-1)).sum(dim=-1)
+                        if u_weights is not None:
+                            lu = lu * u_weights[pseudo]
+                    else:
+                        lu = F.cross_entropy(model(xs), pseudo, weight=u_weights, reduction="none")
                     lu = (lu * mask).mean()
                     ramp = min(1.0, (step + 1) / max(1.0, config.rampup * config.steps))
                     loss = loss + config.lambda_u * ramp * lu
@@ -418,6 +456,12 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
             loss.backward()
             opt.step()
             sched.step()
+            if teacher is not None:
+                with torch.no_grad():
+                    for pt, ps in zip(teacher.parameters(), model.parameters(), strict=True):
+                        pt.lerp_(ps, 1.0 - config.ema_decay)
+                    for bt, bs in zip(teacher.buffers(), model.buffers(), strict=True):
+                        bt.copy_(bs)
             if (step + 1) % 50 == 0:
                 _LOG.info(
                     "step %d/%d loss %.3f pseudo-labelled %.1f%%",
@@ -427,6 +471,8 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
                     100.0 * n_pseudo / max(n_seen, 1),
                 )
         seconds = time.perf_counter() - t0
+        if teacher is not None:
+            model = teacher
         logits = _predict_logits(model, data.stamps.x, device)
     finally:
         torch.set_num_threads(old_threads)
