@@ -24,7 +24,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.meas_ml-installed
 
-.PHONY: all install services lint demo test test-full bench bench-core bench-dia bench-photoz clean distclean
+.PHONY: all install services lint demo test test-full bench bench-core bench-dia bench-photoz bench-gpu clean distclean
 
 all: install
 
@@ -89,6 +89,10 @@ bench-core: $(STAMP)
 
 bench-dia: $(STAMP)
 	$(VENV)/bin/meas-ml bench dia
+
+# Every task's GPU benchmark in one run (a CUDA host; logs in bench/out/gpu).
+bench-gpu: $(STAMP)
+	MEAS_ML="$(VENV)/bin/meas-ml" bash bench/gpu_all.sh bench/out/gpu $(ARGS)
 
 # RAIL's estimators need their own environment (.venv-rail).
 bench-photoz: $(STAMP)
