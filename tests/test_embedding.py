@@ -157,7 +157,8 @@ def test_short_pretraining_run_packages_a_normalised_encoder(tmp_path):
     )
     table = predict_embedding(loaded, np.arange(80), stamps, bands=list("ugrizy"))
     emb = np.asarray(table["embedding"])
-    assert emb.shape == (80, 16) and emb.dtype == np.float32
+    # 16 pooled CNN features after 12 aperture entries (6 bands and 6 colours).
+    assert emb.shape == (80, 28) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert table.meta["ml_model"]["sha256"] == package.sha256
     # The same views are retrieved better by the trained encoder than by a shuffled embedding.
@@ -194,6 +195,52 @@ def test_encoder_centre_pooling_colour_input_and_old_packages():
     assert build_model("embedding_cnn", hyper).pool == "mean"
     with pytest.raises(ValueError, match="pool"):
         build_model("embedding_cnn", {**hyper, "pool": "max"})
+
+
+def test_aperture_photometry_part_of_the_representation():
+    from lsst.meas.ml.models import build_model
+
+    torch.manual_seed(0)
+    hyper = {"in_channels": 6, "stamp_size": 16, "widths": [8, 16], "colour_input": True}
+    model = build_model("embedding_cnn", {**hyper, "aperture": 2.0}).eval()
+    assert model.aperture_dim == 12 and model.embed_dim == 28
+    empty = torch.zeros(1, 6, 16, 16)
+    blue, red = empty.clone(), empty.clone()
+    blue[:, :3, 6:10, 6:10], blue[:, 3:, 6:10, 6:10] = 40.0, 10.0
+    red[:, :3, 6:10, 6:10], red[:, 3:, 6:10, 6:10] = 10.0, 40.0
+    with torch.no_grad():
+        a_blue, a_red, a_empty = (model.features(v)[0, :12] for v in (blue, red, empty))
+    # Brighter in the blue bands, and the colour entries (band minus mean) flip sign.
+    assert (a_blue[:3] > a_red[:3]).all() and (a_blue[3:6] < a_red[3:6]).all()
+    assert (a_blue[6:9] > 0).all() and (a_red[6:9] < 0).all()
+    assert torch.allclose(a_empty, torch.zeros(12))
+    # A source off the aperture barely registers.
+    corner = empty.clone()
+    corner[..., 0:3, 0:3] = 40.0
+    with torch.no_grad():
+        assert model.features(corner)[0, :6].max() < 0.1 * a_blue[:6].max()
+    # Packages written before the option (no "aperture") keep the CNN features only.
+    assert build_model("embedding_cnn", hyper).embed_dim == 16
+    with pytest.raises(ValueError, match="aperture"):
+        build_model("embedding_cnn", {**hyper, "aperture": -1.0})
+
+
+def test_group_standardisation_keeps_a_short_informative_group():
+    from lsst.meas.ml.embedding.downstream import ridge_probe
+
+    rng = np.random.default_rng(4)
+    n_train, n_test = 20, 400
+    signal = rng.normal(size=(n_train + n_test, 2))
+    noise = rng.normal(size=(n_train + n_test, 60))
+    y = signal @ np.array([1.0, -0.5]) + 0.05 * rng.normal(size=n_train + n_test)
+    x = np.concatenate([signal, noise], axis=1)
+    tr, te = slice(0, n_train), slice(n_train, None)
+    plain = ridge_probe(x[tr], y[tr], x[te])
+    grouped = ridge_probe(x[tr], y[tr], x[te], groups=(2, 60))
+    err_plain, err_grouped = (np.sqrt(np.mean((p - y[te]) ** 2)) for p in (plain, grouped))
+    assert err_grouped < 0.7 * err_plain
+    with pytest.raises(ValueError, match="groups"):
+        ridge_probe(x[tr], y[tr], x[te], groups=(2, 50))
 
 
 def test_balanced_logistic_probe_predicts_a_rare_class():
@@ -492,7 +539,7 @@ def test_task_run_empty_patch_and_missing_column(tiny_repo, repo_package):
     assert len(table) == n0 > 0
     empty = task.run(coadds=coadds, objectCatalog=objects[:0], model=package, patch=0).embedding
     assert len(empty) == 0 and empty.colnames == table.colnames
-    assert np.asarray(empty["embedding"]).shape == (0, 16)
+    assert np.asarray(empty["embedding"]).shape == (0, 28)  # 12 aperture entries + 16 CNN features
     del coadds["u"]
     flagged = task.run(coadds=coadds, objectCatalog=objects, model=package, patch=0).embedding
     assert flagged["flag_missing_band"].all()

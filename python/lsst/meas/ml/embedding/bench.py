@@ -57,6 +57,7 @@ def untrained_package(channels: int = 6, stamp_size: int = 40) -> ModelPackage:
         "stamp_size": stamp_size,
         "pool": defaults.pool,
         "colour_input": defaults.colour_input,
+        "aperture": defaults.aperture,
     }
     model = build_model("embedding_cnn", hyper)
     return ModelPackage.from_model(

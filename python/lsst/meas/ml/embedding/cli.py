@@ -47,6 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         widths=tuple(args.widths),
         pool=args.pool,
         colour_input=args.colour_input,
+        aperture=args.aperture,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -138,6 +139,13 @@ def add_train_parser(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="Also feed the band differences (colours) to the encoder (default on).",
+    )
+    p.add_argument(
+        "--aperture",
+        type=float,
+        default=2.0,
+        help="Sigma (pixels) of the Gaussian aperture whose photometry and colours start the "
+        "representation (0: none; default %(default)s).",
     )
     p.add_argument("--epochs", type=int, default=40, help="Passes over the stamps (longer: more).")
     p.add_argument("--batch-size", type=int, default=64)

@@ -16,11 +16,14 @@ The experiment of Hayat, Stein et al. (2021), on the simulated survey
    and each of ``label_draws`` random draws of the labelled galaxies:
 
    * self-supervised route: frozen pre-projection features of the
-     pre-trained encoder, standardised; a class-balanced multinomial
-     logistic regression for the Hubble type (E, S0, Sa, Sb, Sc/Sd, Irr)
-     and a ridge regression for the redshift;
+     pre-trained encoder (its aperture photometry and its pooled CNN
+     features), standardised, each of the two parts weighted equally; a
+     class-balanced multinomial logistic regression for the Hubble type
+     (E, S0, Sa, Sb, Sc/Sd, Irr) and a ridge regression for the redshift;
    * untrained encoder: the same probes on the features of the same
      architecture at its random initialisation (what pre-training adds);
+   * aperture photometry alone: the same probes on the aperture part of
+     the representation only (what the CNN features add);
    * supervised route: the same encoder architecture trained from scratch
      with a linear head on the same labelled stamps (rotations, flips and
      jitter as augmentation, class-balanced cross-entropy or mean squared
@@ -38,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +90,9 @@ class DownstreamConfig:
         towards the object, see `lsst.meas.ml.models.embedding`).
     colour_input : `bool`
         Feed the encoders the band differences too.
+    aperture : `float`
+        Sigma (pixels) of the Gaussian aperture whose photometry starts the
+        representation of every encoder (0: none).
     pretrain_epochs : `int`
         MoCo v2 epochs.
     pretrain_batch_size : `int`
@@ -113,6 +120,7 @@ class DownstreamConfig:
     widths: tuple[int, ...] = (16, 32, 64)
     pool: str = "centre"
     colour_input: bool = True
+    aperture: float = 2.0
     pretrain_epochs: int = 60
     pretrain_batch_size: int = 64
     pretrain_faint: bool = True
@@ -189,8 +197,17 @@ def galaxy_stamps(
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+def _standardise(
+    train: np.ndarray, *others: np.ndarray, groups: Sequence[int] | None = None
+) -> list[np.ndarray]:
     mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-6
+    if groups:
+        if sum(groups) != train.shape[1]:
+            raise ValueError(f"feature groups {list(groups)} do not add up to {train.shape[1]} features")
+        # Each group gets the total variance of the whole vector: a long group
+        # does not drown a short one under the penalty.
+        scale = np.concatenate([np.full(g, np.sqrt(train.shape[1] / g)) for g in groups if g > 0])
+        sd = sd / scale
     return [(a - mu) / sd for a in (train, *others)]
 
 
@@ -201,7 +218,12 @@ def _class_weights(train_y: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def logistic_probe(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int, l2: float = 1e-2
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    n_classes: int,
+    l2: float = 1e-2,
+    groups: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Fit a class-balanced multinomial logistic regression (L-BFGS, L2 penalty) and predict.
 
@@ -222,13 +244,17 @@ def logistic_probe(
         Number of classes.
     l2 : `float`
         Penalty on the squared weights (per row mean loss).
+    groups : sequence of `int`, optional
+        Sizes of consecutive feature groups (e.g. the aperture photometry
+        and the CNN features); after standardisation each group is scaled
+        to the same total variance.
 
     Returns
     -------
     predicted : `numpy.ndarray`
         Class of each test row.
     """
-    a, b = _standardise(train_x, test_x)
+    a, b = _standardise(train_x, test_x, groups=groups)
     xa = torch.from_numpy(a.astype(np.float32))
     ya = torch.from_numpy(train_y.astype(np.int64))
     weights = _class_weights(train_y, n_classes)
@@ -248,7 +274,11 @@ def logistic_probe(
 
 
 def ridge_probe(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, alpha: float = 1.0
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    alpha: float = 1.0,
+    groups: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Fit a ridge regression on standardised features and predict.
 
@@ -262,13 +292,16 @@ def ridge_probe(
         Features of the rows to predict.
     alpha : `float`
         Ridge penalty (relative to the number of training rows).
+    groups : sequence of `int`, optional
+        Sizes of consecutive feature groups, each scaled to the same total
+        variance after standardisation (as in `logistic_probe`).
 
     Returns
     -------
     predicted : `numpy.ndarray`
         Prediction for each test row.
     """
-    a, b = _standardise(train_x, test_x)
+    a, b = _standardise(train_x, test_x, groups=groups)
     mu = train_y.mean()
     gram = a.T @ a + alpha * len(a) * np.eye(a.shape[1])
     coef = np.linalg.solve(gram, a.T @ (train_y - mu))
@@ -312,7 +345,8 @@ def supervised_cnn(
     seed : `int`
         Random seed.
     hyperparameters : `dict`, optional
-        Further encoder hyperparameters (``widths``, ``pool``).
+        Further encoder hyperparameters (``widths``, ``pool``,
+        ``colour_input``, ``aperture``).
 
     Returns
     -------
@@ -479,6 +513,7 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
             widths=tuple(config.widths),
             pool=config.pool,
             colour_input=config.colour_input,
+            aperture=config.aperture,
             epochs=config.pretrain_epochs,
             seed=config.seed,
             batch_size=config.pretrain_batch_size,
@@ -490,6 +525,7 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
         "widths": [int(w) for w in config.widths],
         "pool": config.pool,
         "colour_input": bool(config.colour_input),
+        "aperture": float(config.aperture),
     }
     encoders = {"self-supervised + linear probe": result.package.build_model()}
     torch.manual_seed(config.seed)
@@ -497,6 +533,15 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
         ARCHITECTURE, {"in_channels": len(bands), "stamp_size": config.stamp_size, **hyper}
     )
     features = {k: encoder_features(m, data["x"], config.stamp_size) for k, m in encoders.items()}
+    n_ap = int(encoders["untrained encoder + linear probe"].aperture_dim)
+    n_feat = next(iter(features.values())).shape[1]
+    groups: dict[str, tuple[int, ...] | None] = {k: (n_ap, n_feat - n_ap) if n_ap else None for k in features}
+    if n_ap:
+        # The aperture part has no parameters: the same for every encoder.
+        features["aperture photometry alone + linear probe"] = features["untrained encoder + linear probe"][
+            :, :n_ap
+        ]
+        groups["aperture photometry alone + linear probe"] = None
     labels, z = data["label"], data["redshift"]
     n_classes = len(HUBBLE_TYPES)
     rows = []
@@ -509,8 +554,8 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
             preds = {}
             for route, f in features.items():
                 preds[route] = (
-                    logistic_probe(f[lab], labels[lab], f[test], n_classes),
-                    ridge_probe(f[lab], z[lab], f[test]),
+                    logistic_probe(f[lab], labels[lab], f[test], n_classes, groups=groups[route]),
+                    ridge_probe(f[lab], z[lab], f[test], groups=groups[route]),
                 )
             common = dict(
                 n_classes=n_classes,
@@ -550,6 +595,7 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
         "n_labelled": len(labelled),
         "n_pretrain": len(unlabelled),
         "n_test": int(n_test),
+        "aperture_dim": n_ap,
         "majority_class_accuracy": float((labels[test] == majority).mean()),
         "pretraining": result.metrics,
         "config": dataclasses.asdict(config),

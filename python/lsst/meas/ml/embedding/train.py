@@ -130,6 +130,10 @@ class EmbeddingTrainingConfig:
     colour_input : `bool`
         Feed the encoder the band differences too (see
         `lsst.meas.ml.models.embedding.EmbeddingEncoder`).
+    aperture : `float`
+        Sigma (pixels) of the Gaussian aperture whose photometry and
+        colours start the representation (0: none; see
+        `lsst.meas.ml.models.embedding.EmbeddingEncoder`).
     augmentation : `lsst.meas.ml.augment.AugmentConfig` or `None`
         The views' augmentation; None: `telescope_augmentation`.
     epochs : `int`
@@ -168,6 +172,7 @@ class EmbeddingTrainingConfig:
     proj_dim: int = 64
     pool: str = "centre"
     colour_input: bool = True
+    aperture: float = 2.0
     augmentation: AugmentConfig | None = None
     epochs: int = 40
     batch_size: int = 64
@@ -541,6 +546,7 @@ def train_embedding(
         "proj_dim": int(config.proj_dim),
         "pool": str(config.pool),
         "colour_input": bool(config.colour_input),
+        "aperture": float(config.aperture),
     }
     model = build_model(ARCHITECTURE, hyper).to(device)
     key_model = copy.deepcopy(model).requires_grad_(False)
