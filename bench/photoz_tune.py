@@ -63,12 +63,42 @@ RECIPES: dict[str, dict] = {
     "no_refit": dict(refit=False),
     "probability": dict(combine="probability"),
     "members10_h256": dict(n_members=10, hidden=(256, 256, 256)),
+    "noise_augment0.5": dict(noise_augment=0.5),
+    "noise_augment1": dict(noise_augment=1.0),
+    "noise_augment2": dict(noise_augment=2.0),
+    "noise_augment1_epochs120": dict(noise_augment=1.0, epochs=120, patience=25),
+    "noise_augment1_no_recalibration": dict(noise_augment=1.0, pit_knots=0),
+    "noise_augment1_h256": dict(noise_augment=1.0, hidden=(256, 256, 256)),
+    "noise_augment1_h128x4": dict(noise_augment=1.0, hidden=(128, 128, 128, 128)),
+    "hidden128x2": dict(hidden=(128, 128)),
+    "fit_fraction0.5": dict(fit_fraction=0.5),
 }
 
 
 def run_one(recipe: str, seed: int, data_dir: str, tune_fraction: float, split_seed: int,
             threads: int) -> dict:
-    """Train ``recipe`` with ``seed`` on the fitting part and score it on the tuning split."""
+    """Train ``recipe`` with ``seed`` on the fitting part and score it on the tuning split.
+
+    Parameters
+    ----------
+    recipe : `str`
+        Name in `RECIPES`.
+    seed : `int`
+        Training seed.
+    data_dir : `str`
+        Folder with RAIL's example files.
+    tune_fraction : `float`
+        Share of the training file held out for scoring.
+    split_seed : `int`
+        Seed of the tuning split.
+    threads : `int`
+        Number of torch threads.
+
+    Returns
+    -------
+    row : `dict`
+        The recipe, seed, sizes, metrics and training time.
+    """
     import torch
 
     torch.set_num_threads(threads)
@@ -83,10 +113,14 @@ def run_one(recipe: str, seed: int, data_dir: str, tune_fraction: float, split_s
     order = np.random.default_rng(split_seed).permutation(n)
     n_tune = int(round(tune_fraction * n))
     tune, fit = order[:n_tune], order[n_tune:]
+    overrides = dict(RECIPES[recipe])
+    fit_fraction = overrides.pop("fit_fraction", 1.0)  # train on part of the fitting rows only
+    if fit_fraction < 1.0:
+        fit = fit[np.random.default_rng(7).permutation(fit.size)[: int(round(fit_fraction * fit.size))]]
     x = to_flux_inputs(data)
     z = np.asarray(data["redshift"], dtype=np.float64)
     columns = PhotozColumns(bands=tuple(BANDS), id_column="id")
-    config = PhotozTrainingConfig(seed=seed, **RECIPES[recipe])
+    config = PhotozTrainingConfig(seed=seed, **overrides)
     t0 = time.perf_counter()
     package = train_photoz(x[fit], z[fit], columns, config).package
     train_s = time.perf_counter() - t0
@@ -99,9 +133,19 @@ def run_one(recipe: str, seed: int, data_dir: str, tune_fraction: float, split_s
     pdf = np.asarray(catalog["photoz_pdf"], dtype=np.float64)
     m = photoz_metrics(np.asarray(catalog["photoz_mode"]), z[tune], pdf=pdf, edges=edges)
     med = photoz_metrics(np.asarray(catalog["photoz_median"]), z[tune])
+    # The mode of the ensemble PDF before the PIT recalibration (temperature applied).
+    from lsst.meas.ml.models.photoz import combine_member_logits
+    from lsst.meas.ml.photoz.pdf import summarize_pdf
+
+    model = package.build_model().eval()
+    with torch.no_grad():
+        logits, _ = model.member_outputs(torch.from_numpy(np.ascontiguousarray(x[tune], dtype=np.float32)))
+        raw_pdf = combine_member_logits(logits, model.temperature, model.combine).numpy()
+    raw = photoz_metrics(summarize_pdf(raw_pdf, edges)["mode"], z[tune])
     return dict(recipe=recipe, seed=seed, split_seed=split_seed, n_fit=int(fit.size), n_tune=int(n_tune),
                 sigma_nmad=m["sigma_nmad"], outlier_frac=m["outlier_frac"], pit_ks=m["pit_ks"],
-                crps=m["crps"], bias=m["bias"], sigma_nmad_median=med["sigma_nmad"], train_s=train_s)
+                crps=m["crps"], bias=m["bias"], sigma_nmad_median=med["sigma_nmad"],
+                sigma_nmad_uncalibrated=raw["sigma_nmad"], train_s=train_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({row['train_s']:.0f} s)", flush=True)
     print(f"\nTuning split: {rows[0]['n_tune']} of the training file's galaxies (split seed "
           f"{args.split_seed}); fitted on {rows[0]['n_fit']}.")
-    print(f"{'recipe':<16}{'sigma_NMAD':>18}{'outliers':>18}{'PIT KS':>18}{'CRPS':>10}")
+    print(f"{'recipe':<16}{'sigma_NMAD':>18}{'outliers':>18}{'PIT KS':>18}{'CRPS':>10}"
+          f"{'uncalibrated mode':>20}")
     for recipe in args.recipes:
         sel = [r for r in rows if r["recipe"] == recipe]
 
@@ -158,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             return f"{v.mean():.4f} +- {v.std():.4f}"
 
         print(f"{recipe:<16}{ms('sigma_nmad'):>18}{ms('outlier_frac'):>18}{ms('pit_ks'):>18}"
-              f"{np.mean([r['crps'] for r in sel]):>10.4f}")
+              f"{np.mean([r['crps'] for r in sel]):>10.4f}{ms('sigma_nmad_uncalibrated'):>20}")
     return 0
 
 

@@ -76,7 +76,7 @@ def test_notebook_runs(shape, kernel, tmp_path, monkeypatch):
     assert f"kernel: {sys.executable}\n" in text
     assert ("DP1" if shape == "dp1" else "DRP") + "-shaped repository" in text
     if shape == "drp":
-        assert f"from {repo}:models/photoz/1.1.0" in text and f"from {repo}:models/dia/1.0.0" in text
+        assert f"from {repo}:models/photoz/1.2.0" in text and f"from {repo}:models/dia/1.0.0" in text
     else:
         assert "photoz_default.safetensors" in text and "dia_default.safetensors" in text
     tables = [out.data["text/plain"] for out in outputs if out.output_type == "execute_result"]

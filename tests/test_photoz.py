@@ -369,9 +369,33 @@ def test_training_options_all_colours_noise_ema_and_refit():
     again = ModelPackage.from_bytes(pkg.to_bytes())
     out = predict_photoz(again, t[:10])
     assert np.isfinite(np.asarray(out["photoz_mode"])).all()
-    for bad in ({"ema_decay": 1.0}, {"flux_noise": -1.0}):
+    for bad in ({"ema_decay": 1.0}, {"flux_noise": -1.0}, {"noise_augment": -1.0}):
         with pytest.raises(ValueError):
             PhotozTrainingConfig(**bad)
+
+
+def test_noise_augmentation_makes_consistent_shallower_copies():
+    import torch
+    from lsst.meas.ml.photoz.train import _noise_augment
+
+    flux = torch.tensor([[100.0, 50.0, float("nan")]] * 2000)
+    err = torch.tensor([[10.0, 5.0, 1.0]] * 2000)
+    x = torch.cat([flux, err], dim=1)
+    out = _noise_augment(x, 3, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(x[:, :3].isnan(), out[:, :3].isnan())  # a missing band stays missing
+    factor = out[:, 3:] / err  # one depth factor per row, between 1 and sqrt(2)
+    assert torch.allclose(factor, factor[:, :1].expand(-1, 3))
+    assert float(factor.min()) >= 1.0 and float(factor.max()) <= 2**0.5 + 1e-6
+    # The added noise is Gaussian with s times the original error, s uniform in [0, 1]: the
+    # deviation in units of the original error has variance E[s^2] = 1/3.
+    dev = (out[:, :2] - flux[:, :2]) / err[:, :2]
+    assert abs(float(dev.var()) - 1.0 / 3.0) < 0.05
+    s = torch.sqrt(factor[:, 0] ** 2 - 1.0)
+    assert abs(float((dev / s[:, None].clamp_min(1e-3))[s > 0.2].std()) - 1.0) < 0.1
+    assert _noise_augment(x, 3, 0.0, torch.Generator()) is x
+    cfg = PhotozTrainingConfig(**{**SMALL, "epochs": 3, "n_members": 1, "noise_augment": 0.5})
+    result = train_photoz_table(make_photometric_catalog(300, seed=6), PhotozColumns(), "redshift", cfg)
+    assert result.package.provenance["training_config"]["noise_augment"] == 0.5
 
 
 def test_pit_recalibration_maps_the_cdf_through_the_held_out_pit_distribution():

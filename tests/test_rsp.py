@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The demo pipeline's tasks whose packages the test registers.
 PIPELINE = f"{ROOT / 'pipelines' / 'DemoPipeline.yaml'}#estimatePhotoz,classifyDiaSources"
 DATA = ROOT / "python" / "lsst" / "meas" / "ml" / "data"
-MODEL_RUNS = ("models/dia/1.0.0", "models/photoz/1.1.0")
+MODEL_RUNS = ("models/dia/1.0.0", "models/photoz/1.2.0")
 INPUTS = ",".join(("MLSim/defaults", *MODEL_RUNS))
 OUTPUT = "u/test/rsp"
 #: `make test` (reduced): one visit; `make test-full`: every visit.

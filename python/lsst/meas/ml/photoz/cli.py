@@ -173,7 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = PhotozTrainingConfig(
         n_bins=args.bins, z_max=args.z_max, n_members=args.members, epochs=args.epochs,
         hidden=tuple(args.hidden), seed=args.seed, loss=args.loss, num_threads=args.threads,
-        max_seconds=args.max_seconds, pit_knots=args.pit_knots,
+        max_seconds=args.max_seconds, pit_knots=args.pit_knots, noise_augment=args.noise_augment,
     )
     result = train_photoz_table(
         table, columns, args.redshift_column, config, provenance={"training_data": source}, name=args.name
@@ -247,6 +247,9 @@ def add_train_parser(subparsers: Any) -> None:
     p.add_argument("--pit-knots", type=int, default=d.pit_knots,
                    help="Knots of the PDF recalibration fitted on the validation split (0: none; default "
                         "%(default)s).")
+    p.add_argument("--noise-augment", type=float, default=d.noise_augment,
+                   help="Extra training noise, up to this many times each flux error, errors enlarged to "
+                        "match (0: none; default %(default)s).")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="Seed of the validation split and of the members' weights (default %(default)s).")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default).")

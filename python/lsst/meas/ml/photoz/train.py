@@ -20,6 +20,13 @@
 * optional, off by default: resampling the training fluxes within their
   errors each epoch (``flux_noise``) and an exponential moving average of
   the weights (``ema_decay``); neither changed sigma_NMAD on cosmoDC2;
+* noise augmentation (``noise_augment``, default 1): each epoch every
+  row becomes a shallower copy of itself (extra Gaussian noise of ``s``
+  times its flux errors, ``s`` uniform in [0, ``noise_augment``], errors
+  enlarged by ``sqrt(1 + s**2)`` to match), with four hidden layers of 128
+  (trainer 1.2.0); on two tuning splits of RAIL's cosmoDC2 training file
+  it lowered sigma_NMAD by 0.0003 (four seeds) and 0.0008 (two seeds)
+  on average (doc/photoz_tuning.md, stage 3);
 * ``refit``: once validation has chosen each member's epoch count (early
   stopping), the temperature and the manifest metrics, every member is
   retrained from its initial weights on training + validation rows for that
@@ -71,7 +78,7 @@ __all__ = [
 _LOG = logging.getLogger("lsst.meas.ml.photoz.train")
 
 #: Version string written into packages made by this trainer.
-TRAINER_VERSION = "1.1.0"
+TRAINER_VERSION = "1.2.0"
 
 
 @dataclasses.dataclass
@@ -81,7 +88,7 @@ class PhotozTrainingConfig:
     n_bins: int = 150
     z_min: float = 0.0
     z_max: float = 3.0
-    hidden: tuple[int, ...] = (128, 128, 128)
+    hidden: tuple[int, ...] = (128, 128, 128, 128)
     n_members: int = 5
     dropout: float = 0.0
     epochs: int = 80
@@ -105,6 +112,7 @@ class PhotozTrainingConfig:
     refit: bool = True
     combine: str = "logit"
     pit_knots: int = 21
+    noise_augment: float = 1.0
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -116,6 +124,8 @@ class PhotozTrainingConfig:
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {self.combine!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+        if self.noise_augment < 0:
+            raise ValueError(f"noise_augment must be >= 0, got {self.noise_augment}.")
         if self.flux_noise < 0:
             raise ValueError(f"flux_noise must be >= 0, got {self.flux_noise}.")
         if not 0.0 < self.validation_fraction < 0.9:
@@ -193,6 +203,24 @@ def _flux_noise(x: torch.Tensor, n_bands: int, scale: float, gen: torch.Generato
     return x
 
 
+def _noise_augment(x: torch.Tensor, n_bands: int, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Make each row a noisier copy of itself, with errors that say so.
+
+    Each row draws ``s`` uniformly in ``[0, scale]``; its fluxes get
+    Gaussian noise of ``s`` times their errors and the errors become
+    ``sqrt(1 + s**2)`` times larger, so the copy is a consistent
+    observation of the same galaxy at a shallower depth.
+    """
+    if scale <= 0:
+        return x
+    x = x.clone()
+    s = torch.rand(x.shape[0], 1, generator=gen) * scale
+    err = torch.nan_to_num(x[:, n_bands : 2 * n_bands], nan=0.0, posinf=0.0)
+    x[:, :n_bands] = x[:, :n_bands] + s * err * torch.randn(x.shape[0], n_bands, generator=gen)
+    x[:, n_bands : 2 * n_bands] = x[:, n_bands : 2 * n_bands] * torch.sqrt(1.0 + s * s)
+    return x
+
+
 def _train_member(
     model: MBRNN,
     k: int,
@@ -242,7 +270,12 @@ def _train_member(
             f_epoch = model.standardise(
                 model.raw_features(
                     _band_dropout(
-                        _flux_noise(x_train, model.n_bands, config.flux_noise, gen),
+                        _noise_augment(
+                            _flux_noise(x_train, model.n_bands, config.flux_noise, gen),
+                            model.n_bands,
+                            config.noise_augment,
+                            gen,
+                        ),
                         model.n_bands,
                         config.band_dropout,
                         gen,
