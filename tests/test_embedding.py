@@ -223,6 +223,12 @@ def test_aperture_photometry_part_of_the_representation():
     assert build_model("embedding_cnn", hyper).embed_dim == 16
     with pytest.raises(ValueError, match="aperture"):
         build_model("embedding_cnn", {**hyper, "aperture": -1.0})
+    # The training settings refuse it before any stamp is cut, as a user error.
+    from lsst.meas.ml.embedding.features import EmbeddingInputError
+    from lsst.meas.ml.embedding.train import EmbeddingTrainingConfig
+
+    with pytest.raises(EmbeddingInputError, match="aperture"):
+        EmbeddingTrainingConfig(aperture=-1.0)
 
 
 def test_group_standardisation_keeps_a_short_informative_group():

@@ -374,6 +374,16 @@ def test_training_options_all_colours_noise_ema_and_refit():
             PhotozTrainingConfig(**bad)
 
 
+def test_train_command_refuses_bad_settings_before_reading_the_table(tmp_path, capsys):
+    # The input does not exist: the settings are refused first, as a one-line error.
+    rc = main(["train", "photoz", "--input", str(tmp_path / "absent.parquet"), "--out",
+               str(tmp_path / "p.safetensors"), "--noise-augment", "-1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "noise_augment must be >= 0" in err and "Traceback" not in err
+    assert not (tmp_path / "p.safetensors").exists()
+
+
 def test_noise_augmentation_makes_consistent_shallower_copies():
     import torch
     from lsst.meas.ml.photoz.train import _noise_augment

@@ -189,6 +189,11 @@ class EmbeddingTrainingConfig:
     version: str = "1.0.0"
     name: str = "embedding-moco"
 
+    def __post_init__(self) -> None:
+        # Checked here, before any stamp is cut, rather than when the encoder is built.
+        if not self.aperture >= 0:
+            raise EmbeddingInputError(f"aperture must be >= 0 pixels (0: none), got {self.aperture}.")
+
 
 @dataclasses.dataclass
 class PretrainingSet:

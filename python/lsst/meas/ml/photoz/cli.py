@@ -162,6 +162,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if bool(args.input) == bool(args.butler):
         raise SystemExit("meas-ml train photoz: give exactly one of --input TABLE or --butler REPO.")
     refuse_output_over_input(args.out, [args.input])
+    # The settings are checked before any table is read.
+    config = PhotozTrainingConfig(
+        n_bins=args.bins, z_max=args.z_max, n_members=args.members, epochs=args.epochs,
+        hidden=tuple(args.hidden), seed=args.seed, loss=args.loss, num_threads=args.threads,
+        max_seconds=args.max_seconds, pit_knots=args.pit_knots, noise_augment=args.noise_augment,
+    )
     bands = args.bands
     columns = _columns_from_args(args, bands)
     if args.input:
@@ -170,11 +176,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         table = _read_butler_training(args, columns)
         source = f"butler:{args.butler} {args.object_dataset}+{args.specz_dataset} in {args.collections}"
-    config = PhotozTrainingConfig(
-        n_bins=args.bins, z_max=args.z_max, n_members=args.members, epochs=args.epochs,
-        hidden=tuple(args.hidden), seed=args.seed, loss=args.loss, num_threads=args.threads,
-        max_seconds=args.max_seconds, pit_knots=args.pit_knots, noise_augment=args.noise_augment,
-    )
     result = train_photoz_table(
         table, columns, args.redshift_column, config, provenance={"training_data": source}, name=args.name
     )

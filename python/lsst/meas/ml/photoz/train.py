@@ -117,19 +117,21 @@ class PhotozTrainingConfig:
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.loss not in ("ce", "anchor"):
-            raise ValueError(f"loss must be 'ce' or 'anchor', got {self.loss!r}.")
+            raise PhotozInputError(f"loss must be 'ce' or 'anchor', got {self.loss!r}.")
         if self.point_estimate not in ("mode", "mean", "median"):
-            raise ValueError(f"point_estimate must be mode, mean or median, got {self.point_estimate!r}.")
+            raise PhotozInputError(
+                f"point_estimate must be mode, mean or median, got {self.point_estimate!r}."
+            )
         if self.combine not in COMBINE_MODES:
-            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {self.combine!r}.")
+            raise PhotozInputError(f"combine must be one of {COMBINE_MODES}, got {self.combine!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+            raise PhotozInputError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
         if self.noise_augment < 0:
-            raise ValueError(f"noise_augment must be >= 0, got {self.noise_augment}.")
+            raise PhotozInputError(f"noise_augment must be >= 0, got {self.noise_augment}.")
         if self.flux_noise < 0:
-            raise ValueError(f"flux_noise must be >= 0, got {self.flux_noise}.")
+            raise PhotozInputError(f"flux_noise must be >= 0, got {self.flux_noise}.")
         if not 0.0 < self.validation_fraction < 0.9:
-            raise ValueError("validation_fraction must be in (0, 0.9).")
+            raise PhotozInputError("validation_fraction must be in (0, 0.9).")
 
 
 def soft_targets(
