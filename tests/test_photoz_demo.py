@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from astropy.table import join
 from lsst.meas.ml.photoz.demo import (
+    diagnose,
     five_sigma_depth,
     gold_limit,
     plot,
@@ -84,3 +85,7 @@ def test_demo_model_quality_summary_and_plots(tiny_repo, tmp_path):
     assert cut == pytest.approx(gold_limit(depth), abs=0.01)
     paths = plot(butler, [run, "MLSim/defaults"], str(tmp_path))
     assert [p.rsplit("_", 1)[-1] for p in paths] == ["tract0.png", "25.3.png", "gold.png"]
+    # The breakdown by S/N and redshift reads the same tables.
+    diag = diagnose(butler, [run, "MLSim/defaults"])
+    assert diag[0].startswith(f"tract 0: i-band 5-sigma depth {depth:.2f}")
+    assert sum(line.lstrip().startswith("i S/N") for line in diag) == 5

@@ -207,16 +207,25 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
     return ModelPackage(package.manifest, package.state_dict)
 
 
-def _matched(butler: Any, ref: Any, collections: Any) -> Table:
-    """``ml_photoz`` of one tract joined with the truth and the i-band fluxes."""
-    cat = butler.get(ref)
+_I_COLUMNS = ["objectId", "i_cModelFlux", "i_cModelFluxErr", "i_psfFlux", "i_psfFluxErr"]
+
+
+def _matched(butler: Any, ref: Any, collections: Any, *, cat: Table | None = None,
+             objects: Table | None = None) -> Table:
+    """``ml_photoz`` of one tract joined with the truth and the i-band fluxes.
+
+    ``cat`` and ``objects`` are the tract's ``ml_photoz`` and ``object``
+    tables when the caller has read them already.
+    """
+    if cat is None:
+        cat = butler.get(ref)
     truth = butler.get("truth_object", ref.dataId, collections=collections)
-    objects = butler.get("object", ref.dataId, collections=collections,
-                         parameters={"columns": ["objectId", "i_cModelFlux", "i_cModelFluxErr", "i_psfFlux",
-                                                 "i_psfFluxErr"]})
+    if objects is None:
+        objects = butler.get("object", ref.dataId, collections=collections,
+                             parameters={"columns": _I_COLUMNS})
     both = join(cat["objectId", "photoz_mode", "photoz_flags"], truth["objectId", "redshift", "is_star"],
                 keys="objectId")
-    return join(both, objects, keys="objectId")
+    return join(both, objects[_I_COLUMNS], keys="objectId")
 
 
 def _selections(both: Table) -> tuple[float, list[tuple[str, str, np.ndarray]]]:
@@ -307,7 +316,7 @@ def summarize(butler: Any, collections: Any) -> list[str]:
     lines = []
     for ref in butler.query_datasets("ml_photoz", collections=collections, explain=False):
         cat = butler.get(ref)
-        both = _matched(butler, ref, collections)
+        both = _matched(butler, ref, collections, cat=cat)
         z_phot = np.asarray(both["photoz_mode"], float)
         z_true = np.asarray(both["redshift"], float)
         m5, selections = _selections(both)
@@ -401,8 +410,8 @@ def diagnose(butler: Any, collections: Any) -> list[str]:
     lines = []
     for ref in butler.query_datasets("ml_photoz", collections=collections, explain=False):
         cat = butler.get(ref, parameters={"strip_astropy_meta_yaml": False})
-        both = _matched(butler, ref, collections)
         objects = butler.get("object", ref.dataId, collections=collections)
+        both = _matched(butler, ref, collections, cat=cat, objects=objects)
         z_phot = np.asarray(both["photoz_mode"], float)
         z_true = np.asarray(both["redshift"], float)
         m5, selections = _selections(both)
