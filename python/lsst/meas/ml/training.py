@@ -1,9 +1,10 @@
-"""What every trainer returns.
+"""What every trainer returns, and what trainers share.
 
 Each product's trainer is ``train_<family>(data, config: <Family>TrainingConfig,
 ...) -> TrainingResult``: the package to save or register, the validation
 figures that also went into the package's provenance, and the sizes and
-time of the run.
+time of the run.  `update_moving_average` is the weight average that the
+trainers with an ``ema_decay`` option keep.
 """
 
 from __future__ import annotations
@@ -11,9 +12,35 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
+
 from .packages import ModelPackage
 
-__all__ = ["TrainingResult"]
+__all__ = ["TrainingResult", "update_moving_average"]
+
+
+@torch.no_grad()
+def update_moving_average(
+    average: torch.nn.Module, model: torch.nn.Module, decay: float, *, copy_buffers: bool = False
+) -> None:
+    """Move ``average``'s weights towards ``model``'s: ``w_avg <- decay w_avg + (1 - decay) w``.
+
+    Parameters
+    ----------
+    average : `torch.nn.Module`
+        The averaged copy (e.g. from `copy.deepcopy` of ``model``), updated in place.
+    model : `torch.nn.Module`
+        The model being trained, of the same architecture.
+    decay : `float`
+        Weight of the old average, in [0, 1).
+    copy_buffers : `bool`, optional
+        Also copy ``model``'s buffers (normalisation statistics) as they are.
+    """
+    for p_avg, p in zip(average.parameters(), model.parameters(), strict=True):
+        p_avg.lerp_(p, 1.0 - decay)
+    if copy_buffers:
+        for b_avg, b in zip(average.buffers(), model.buffers(), strict=True):
+            b_avg.copy_(b)
 
 
 @dataclasses.dataclass

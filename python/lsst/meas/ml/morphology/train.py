@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from ..augment import AugmentConfig, augment
 from ..engine import select_device
 from ..packages import ModelPackage
-from ..training import TrainingResult
+from ..training import TrainingResult, update_moving_average
 from .features import (
     DEFAULT_BANDS,
     DEFAULT_CLASSES,
@@ -457,11 +457,7 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
             opt.step()
             sched.step()
             if teacher is not None:
-                with torch.no_grad():
-                    for pt, ps in zip(teacher.parameters(), model.parameters(), strict=True):
-                        pt.lerp_(ps, 1.0 - config.ema_decay)
-                    for bt, bs in zip(teacher.buffers(), model.buffers(), strict=True):
-                        bt.copy_(bs)
+                update_moving_average(teacher, model, config.ema_decay, copy_buffers=True)
             if (step + 1) % 50 == 0:
                 _LOG.info(
                     "step %d/%d loss %.3f pseudo-labelled %.1f%%",

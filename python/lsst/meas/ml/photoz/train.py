@@ -62,7 +62,7 @@ import torch
 
 from ..models.photoz import COMBINE_MODES, MBRNN, combine_member_logits
 from ..packages import ModelPackage
-from ..training import TrainingResult
+from ..training import TrainingResult, update_moving_average
 from .features import PhotozColumns, PhotozInputError, missing_mask
 from .metrics import photoz_metrics
 from .pdf import summarize_pdf
@@ -293,9 +293,7 @@ def _train_member(
             opt.step()
             sched.step()
             if ema is not None:
-                with torch.no_grad():
-                    for p_ema, p in zip(ema.parameters(), member.parameters()):
-                        p_ema.lerp_(p, 1.0 - config.ema_decay)
+                update_moving_average(ema, member, config.ema_decay)
         evaluated = member if ema is None else ema
         if fixed_epochs is not None or f_val is None or t_val is None:
             best_state, best_epoch = evaluated.state_dict(), epoch
