@@ -49,6 +49,19 @@ def _bps_config(tmp_path: Path, name: str, *, reduced: bool = False) -> Path:
 
 
 @pytest.mark.slow
+def _submit_args(
+    bindir: Path, config: Path, repo: Path, runs: list[str], output: str, verb: str = "submit"
+) -> list[str]:
+    """``bps VERB CONFIG -b REPO -i MLSim/defaults,RUNS -o OUTPUT``."""
+    return [str(bindir / "bps"), verb, str(config), "-b", str(repo), "-i",
+            ",".join(["MLSim/defaults", *runs]), "-o", output]
+
+
+def _slurm_env(slurm_cluster: dict[str, str], tmp_path: Path, bindir: Path) -> dict[str, str]:
+    """The test cluster's environment, run from ``tmp_path``, with this Python's commands first."""
+    return dict(slurm_cluster, PWD=str(tmp_path), PATH=f"{bindir}{os.pathsep}{slurm_cluster.get('PATH', '')}")
+
+
 def test_bps_submit_on_slurm(slurm_cluster, tiny_repo, tmp_path):
     """``bps submit`` with Parsl's Slurm site: clustered jobs run as Slurm jobs and write every output.
 
@@ -67,22 +80,12 @@ def test_bps_submit_on_slurm(slurm_cluster, tiny_repo, tmp_path):
     runs = _register_defaults(tiny_repo)
     reduced = False
     config = _bps_config(tmp_path, "bps_parsl_slurm.yaml", reduced=reduced)
-    env = dict(slurm_cluster, PWD=str(tmp_path), PATH=f"{bindir}{os.pathsep}{slurm_cluster.get('PATH', '')}")
+    env = _slurm_env(slurm_cluster, tmp_path, bindir)
     env.pop("CTRL_MPEXEC_DIR", None)
     env.pop("DAF_BUTLER_DIR", None)
     output = "u/test/slurm"
     proc = subprocess.run(
-        [
-            str(bindir / "bps"),
-            "submit",
-            str(config),
-            "-b",
-            str(tiny_repo),
-            "-i",
-            ",".join(["MLSim/defaults", *runs]),
-            "-o",
-            output,
-        ],
+        _submit_args(bindir, config, tiny_repo, runs, output),
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -120,17 +123,7 @@ def test_htcondor_submit_files_request_gpus(tiny_repo, tmp_path):
     config = _bps_config(tmp_path, "bps_htcondor.yaml")
     env = dict(os.environ, PWD=str(tmp_path), PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(
-        [
-            str(bindir / "bps"),
-            "prepare",
-            str(config),
-            "-b",
-            str(tiny_repo),
-            "-i",
-            ",".join(["MLSim/defaults", *runs]),
-            "-o",
-            "u/test/condor",
-        ],
+        _submit_args(bindir, config, tiny_repo, runs, "u/test/condor", verb="prepare"),
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -169,20 +162,10 @@ def test_bps_restart_on_slurm_after_a_failed_job(slurm_cluster, tmp_path):
 
     bindir = Path(sys.executable).parent
     config = _bps_config(tmp_path, "bps_parsl_slurm.yaml", reduced=True)
-    env = dict(slurm_cluster, PWD=str(tmp_path), PATH=f"{bindir}{os.pathsep}{slurm_cluster.get('PATH', '')}")
+    env = _slurm_env(slurm_cluster, tmp_path, bindir)
     output = "u/test/restart"
     first = subprocess.run(
-        [
-            str(bindir / "bps"),
-            "submit",
-            str(config),
-            "-b",
-            str(repo),
-            "-i",
-            ",".join(["MLSim/defaults", *runs]),
-            "-o",
-            output,
-        ],
+        _submit_args(bindir, config, repo, runs, output),
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -321,26 +304,12 @@ def test_slurm_job_killed_mid_write_then_restart(slurm_cluster, tmp_path):
         {"class": "lsst.meas.ml.bps_sites.Slurm", "heartbeat_period": 2, "heartbeat_threshold": 10}
     )
     config.write_text(yaml.safe_dump(settings))
-    env = dict(
-        slurm_cluster,
-        PWD=str(tmp_path),
-        PATH=f"{bindir}{os.pathsep}{slurm_cluster.get('PATH', '')}",
-    )
+    env = _slurm_env(slurm_cluster, tmp_path, bindir)
     output = "u/test/killed"
     log = tmp_path / "submit.log"
     with log.open("w") as sink:
         submit = subprocess.Popen(
-            [
-                str(bindir / "bps"),
-                "submit",
-                str(config),
-                "-b",
-                str(repo),
-                "-i",
-                ",".join(["MLSim/defaults", *runs]),
-                "-o",
-                output,
-            ],
+            _submit_args(bindir, config, repo, runs, output),
             cwd=tmp_path,
             env=env,
             stdout=sink,
