@@ -182,7 +182,10 @@ def test_killed_run_leaves_no_half_written_dataset(tiny_repo):
     proc.wait(timeout=60)
     assert killed, "the run finished before any output appeared; nothing was killed"
 
-    butler = Butler.from_config(str(tiny_repo))
+    # Writeable, as the rerun is: a kill inside a registry transaction leaves SQLite a hot journal,
+    # which only a connection that may write can roll back (a read-only Butler fails with "attempt
+    # to write a readonly database" until then).
+    butler = Butler.from_config(str(tiny_repo), writeable=True)
     partial = list(butler.query_datasets("ml_dia_scores", collections=output, find_first=False,
                                          explain=False))
     assert len(partial) < len(expected), "the kill landed after the last output: rerun the test"
