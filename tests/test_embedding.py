@@ -261,6 +261,29 @@ def test_balanced_logistic_probe_predicts_a_rare_class():
     assert logistic_probe(x, y, test, n_classes=2).tolist() == [1, 0]
 
 
+def test_supervised_cnn_fine_tunes_a_copy_of_a_given_encoder():
+    from lsst.meas.ml.embedding.downstream import supervised_cnn
+    from lsst.meas.ml.models import build_model
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(12, 3, 20, 20)).astype(np.float32)
+    y = np.arange(12) % 3
+    torch.manual_seed(0)
+    encoder = build_model("embedding_cnn", {"in_channels": 3, "stamp_size": 16, "widths": [8, 16]})
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    common = dict(task="class", n_classes=3, stamp_size=16, margin=2, steps=3, seed=1)
+    common["hyperparameters"] = {"widths": [8, 16]}
+    tuned = supervised_cnn(x, y, x, encoder=encoder, **common)
+    scratch = supervised_cnn(x, y, x, **common)
+    assert tuned.shape == scratch.shape == (12,)
+    for k, v in encoder.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    # The weights it starts from matter: from this encoder, not the seed's fresh one.
+    z_tuned = supervised_cnn(x, y.astype(float), x, encoder=encoder, **{**common, "task": "redshift"})
+    z_scratch = supervised_cnn(x, y.astype(float), x, **{**common, "task": "redshift"})
+    assert not np.allclose(z_tuned, z_scratch)
+
+
 def test_training_refuses_too_few_or_wrong_size_stamps():
     with pytest.raises(EmbeddingInputError, match="at least 8"):
         train_embedding(

@@ -5,6 +5,7 @@ the real HSC coadd cutouts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ from lsst.meas.ml.morphology.train import (
     MorphologyTrainingConfig,
     data_from_files,
     data_from_survey,
+    pretrain_morphology,
     train_morphology,
 )
 from lsst.meas.ml.packages import ModelPackage, PackageError
@@ -191,6 +193,81 @@ def test_mean_teacher_is_the_moving_average_and_soft_targets_train(data):
     for bad in ({"consistency": "mixup"}, {"ema_decay": 1.0}, {"sharpen_temperature": 0.0}):
         with pytest.raises(MorphologyInputError):
             MorphologyTrainingConfig(**bad)
+
+
+def test_self_supervised_pretraining_trains_the_backbone_and_is_reusable(data):
+    torch.set_num_threads(1)
+    usable = data.subset(data.stamps.usable)
+    half = usable.labels.copy()
+    half[1::2] = -1
+    partly = dataclasses.replace(usable, labels=half)
+    common = {"semi_supervised": False, "steps": 2, "batch_size": 8, "validation_fraction": 0.0, "seed": 2}
+    config = MorphologyTrainingConfig(pretrain_steps=25, pretrain_batch=16, **common)
+    state, report = pretrain_morphology(partly, config)
+    # The contrastive loss falls (chance is log(2 * 16 - 1) = 3.43) and the views are found above chance.
+    assert report["pretrain_loss_end"] < report["pretrain_loss_start"]
+    assert report["pretrain_view_accuracy"] > 1 / 31
+    torch.manual_seed(config.seed)
+    initial = build_model("morph_dat", {"in_channels": 11, "stamp_size": STAMP, "n_classes": 6}).state_dict()
+    assert set(state) == set(initial)
+    # The backbone moved; the classifier head, which pre-training does not use, did not.
+    assert not torch.equal(state["stem.0.weight"], initial["stem.0.weight"])
+    for key in ("head.1.weight", "head.1.bias"):
+        torch.testing.assert_close(state[key], initial[key])
+    # One pre-trained state serves any labelling of the same stamps, as if pre-trained in the run.
+    inline = train_morphology(partly, config)
+    reused = train_morphology(partly, config, initial_state=state)
+    assert inline.report["pretrain_loss_end"] == report["pretrain_loss_end"]
+    for a, b in zip(inline.package.build_model().parameters(), reused.package.build_model().parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(MorphologyInputError, match="pretrain_steps > 0"):
+        pretrain_morphology(partly, MorphologyTrainingConfig(**common))
+    for bad in (
+        {"pretrain_steps": -1},
+        {"pretrain_batch": 1},
+        {"pretrain_temperature": 0.0},
+        {"pretrain_lr": 0},
+    ):
+        with pytest.raises(MorphologyInputError, match="pretrain"):
+            MorphologyTrainingConfig(**bad)
+
+
+def test_quality_gains_are_paired_by_seed_and_tabulated():
+    from lsst.meas.ml.morphology.quality import FIXMATCH, PRETRAINED, SUPERVISED, format_table, paired_gains
+
+    def report(sup, pre, fix):
+        runs = []
+        for mode, (acc, f1) in ((SUPERVISED, sup), (PRETRAINED, pre), (FIXMATCH, fix)):
+            runs.append(
+                {
+                    "architecture": "morph_dat",
+                    "mode": mode,
+                    "label_fraction": 0.1,
+                    "n_labels": 10,
+                    "accuracy": acc,
+                    "macro_f1": f1,
+                    "pseudo_label_fraction": None,
+                    "seconds": 1.0,
+                }
+            )
+        # Another model and fraction: not part of the DAT's paired gains at 10%.
+        runs.append({**runs[0], "architecture": "morph_resnet", "accuracy": 0.9})
+        return {"runs": runs}
+
+    reports = [
+        report((0.30, 0.20), (0.35, 0.22), (0.28, 0.21)),
+        report((0.40, 0.30), (0.39, 0.34), (0.40, 0.30)),
+    ]
+    gains = {g["mode"]: g for g in paired_gains(reports)}
+    pre = gains[PRETRAINED]
+    assert pre["seeds"] == 2 and pre["label_fraction"] == 0.1
+    assert pre["accuracy_gain"] == pytest.approx(0.02) and pre["seeds_gaining_accuracy"] == 1
+    assert pre["macro_f1_gain"] == pytest.approx(0.03) and pre["seeds_gaining_macro_f1"] == 2
+    assert pre["accuracy_gain_se"] == pytest.approx(np.std([0.05, -0.01], ddof=1) / np.sqrt(2))
+    assert gains[FIXMATCH]["accuracy_gain"] == pytest.approx(-0.01)
+    assert np.isnan(paired_gains(reports[:1])[0]["accuracy_gain_se"])
+    table = format_table(reports[0]).splitlines()
+    assert len(table) == 2 + 4 and "| DAT | supervised | 10% | 10 | 0.300 | 0.200 | - | 1 |" in table
 
 
 def test_training_needs_two_labelled_classes(data):
@@ -378,7 +455,7 @@ def _write_images(root: Path, data, n: int, size: int = STAMP) -> list[str]:
     return ids
 
 
-def test_image_files_train_and_predict_commands(tmp_path, data):
+def test_image_files_train_and_predict_commands(tmp_path, data, capsys):
     torch.set_num_threads(1)
     ids = _write_images(tmp_path / "img", data, 40)
     (tmp_path / "img" / "broken.png").write_bytes(b"not a png")
@@ -405,12 +482,19 @@ def test_image_files_train_and_predict_commands(tmp_path, data):
                 "8",
                 "--threshold",
                 "0.3",
+                "--fixmatch",
+                "--pretrain-steps",
+                "3",
+                "--pretrain-batch",
+                "8",
                 "--out",
                 str(pkg),
             ]
         )
         == 0
     )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["semi_supervised"] and printed["pretrain_view_accuracy"] >= 0
     package = ModelPackage.load(pkg)
     assert package.inputs["source"] == "files" and package.inputs["stamp_size"] == STAMP
     assert len(package.inputs["bands"]) == 3
@@ -517,6 +601,8 @@ def test_train_from_butler_and_pipetask_run(tiny_repo, tmp_path):
                 "6",
                 "--batch-size",
                 "16",
+                "--pretrain-steps",
+                "2",
                 "--threads",
                 "1",
                 "--out",

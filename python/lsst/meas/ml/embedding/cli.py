@@ -310,6 +310,9 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
         config.n_galaxies = args.galaxies
     if args.epochs:
         config.pretrain_epochs = args.epochs
+    if args.draws:
+        config.label_draws = args.draws
+    config.fine_tune = not args.no_fine_tune
     config.seed = args.seed
     if args.threads:
         import torch
@@ -355,6 +358,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--size", choices=("reduced", "full"), default="reduced")
     p.add_argument("--galaxies", type=int, default=None, help="Galaxies of the simulated survey.")
     p.add_argument("--epochs", type=int, default=None, help="Pre-training epochs.")
+    p.add_argument("--draws", type=int, default=None, help="Random draws of the labels per fraction (3).")
+    p.add_argument(
+        "--no-fine-tune", action="store_true", help="Skip the fine-tuned (not frozen) pre-trained route."
+    )
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=None, help="Write the JSON report here too.")

@@ -38,6 +38,7 @@ The experiment of Hayat, Stein et al. (2021), on the simulated survey
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -111,6 +112,10 @@ class DownstreamConfig:
         Fraction of the labelled set held out for scoring.
     max_mag : `float` or `None`
         Labelled set: galaxies brighter than this i-band magnitude.
+    fine_tune : `bool`
+        Also fine-tune the pre-trained encoder on the labels (every weight
+        trains, as the supervised CNN does from scratch): a route beside
+        the frozen-embedding probes, for comparison.
     """
 
     n_galaxies: int = 4000
@@ -129,6 +134,7 @@ class DownstreamConfig:
     label_draws: int = 3
     test_fraction: float = 0.3
     max_mag: float | None = 24.0
+    fine_tune: bool = True
 
     @classmethod
     def full(cls) -> DownstreamConfig:
@@ -320,10 +326,14 @@ def supervised_cnn(
     steps: int,
     seed: int,
     hyperparameters: dict[str, Any] | None = None,
+    encoder: torch.nn.Module | None = None,
 ) -> np.ndarray:
-    """Train the encoder architecture from scratch with a linear head on the labelled stamps.
+    """Train the encoder architecture with a linear head on the labelled stamps.
 
-    Classification uses the class-balanced cross-entropy (as the probe).
+    From scratch, or, given ``encoder``, from its weights (fine-tuning a
+    pre-trained encoder: every weight trains, with the same steps and
+    schedule).  Classification uses the class-balanced cross-entropy (as
+    the probe).
 
     Parameters
     ----------
@@ -347,6 +357,9 @@ def supervised_cnn(
     hyperparameters : `dict`, optional
         Further encoder hyperparameters (``widths``, ``pool``,
         ``colour_input``, ``aperture``).
+    encoder : `torch.nn.Module`, optional
+        A (pre-trained) encoder to start from; a copy is trained, the
+        argument is left unchanged.
 
     Returns
     -------
@@ -355,9 +368,12 @@ def supervised_cnn(
     """
     torch.manual_seed(seed)
     c = train_x.shape[1]
-    enc = build_model(
-        ARCHITECTURE, {"in_channels": c, "stamp_size": stamp_size, **dict(hyperparameters or {})}
-    )
+    if encoder is not None:
+        enc = copy.deepcopy(encoder)
+    else:
+        enc = build_model(
+            ARCHITECTURE, {"in_channels": c, "stamp_size": stamp_size, **dict(hyperparameters or {})}
+        )
     out_dim = n_classes if task == "class" else 1
     head = torch.nn.Linear(enc.embed_dim, out_dim)
     params = list(enc.parameters()) + list(head.parameters())
@@ -565,10 +581,17 @@ def run_downstream(config: DownstreamConfig | None = None) -> dict[str, Any]:
                 seed=config.seed + draw,
                 hyperparameters=hyper,
             )
-            preds["supervised CNN from scratch"] = (
-                supervised_cnn(data["x"][lab], labels[lab], data["x"][test], task="class", **common),
-                supervised_cnn(data["x"][lab], z[lab], data["x"][test], task="redshift", **common),
-            )
+            trained: dict[str, torch.nn.Module | None] = {"supervised CNN from scratch": None}
+            if config.fine_tune:
+                trained["self-supervised + fine-tuned (not frozen)"] = encoders[
+                    "self-supervised + linear probe"
+                ]
+            for route, start in trained.items():
+                xl, xt = data["x"][lab], data["x"][test]
+                preds[route] = (
+                    supervised_cnn(xl, labels[lab], xt, task="class", encoder=start, **common),
+                    supervised_cnn(xl, z[lab], xt, task="redshift", encoder=start, **common),
+                )
             preds["majority class, median redshift"] = (
                 np.full(n_test, np.bincount(labels[lab], minlength=n_classes).argmax()),
                 np.full(n_test, float(np.median(z[lab]))),

@@ -268,6 +268,21 @@ class MorphologyDat(nn.Module):
             h, last = block(h)
         return self.norm(h.flatten(2).mean(dim=-1)), last
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the pooled representation the classifier head reads.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`
+            ``(N, C, S, S)`` stamps.
+
+        Returns
+        -------
+        features : `torch.Tensor`
+            ``(N, dims[1])``.
+        """
+        return self._features(x)[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the class logits of stamps.
 
@@ -388,8 +403,23 @@ class MorphologyResNet(nn.Module):
         logits : `torch.Tensor`
             ``(N, n_classes)``.
         """
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the pooled representation the classifier head reads.
+
+        Parameters
+        ----------
+        x : `torch.Tensor`
+            ``(N, C, S, S)`` stamps.
+
+        Returns
+        -------
+        features : `torch.Tensor`
+            ``(N, widths[-1])``.
+        """
         _check_input(x, self.in_channels, self.stamp_size, "morph_resnet")
-        return self.head(self.blocks(self.stem(x)).mean(dim=(-2, -1)))
+        return self.blocks(self.stem(x)).mean(dim=(-2, -1))
 
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Class activation map of the predicted class, as an image of the stamp.

@@ -4,22 +4,30 @@
   of every object of the collection's coadds, labelled from a labels table
   (default ``truth_object.hubble_type``); or ``--images 'DIR/*.png' --labels
   L.csv --id-column ID --label-column LABEL [--unlabelled 'OTHER/*.png']``
-  for image files.  Semi-supervised (FixMatch) unless ``--supervised``.
+  for image files.  Semi-supervised by default: self-supervised pre-training
+  on every stamp (``--pretrain-steps``, 1000), then fine-tuning on the
+  labels (``--fixmatch`` adds FixMatch; ``--supervised``: labels only).
 * ``meas-ml predict morphology --model P --images 'DIR/*.png' --out OUT``:
   ``id``, ``morph_class`` and the probability columns of image files.
 * ``meas-ml bench morphology``: galaxies per second per patch, the share of
   reading and cutting stamps, and the ratio to the bare model loop.
 * ``meas-ml morphology-quality``: accuracy and macro-F1 with 1%, 10% and
-  100% of the labels, semi-supervised against supervised, DAT against
-  ResNet, confusion-matrix PNG.
+  100% of the labels, semi-supervised (pre-trained, FixMatch) against
+  supervised, DAT against ResNet, confusion-matrix PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 
-__all__ = ["add_bench_parser", "add_commands", "add_predict_parser", "add_train_parser"]
+__all__ = ["PRETRAIN_STEPS", "add_bench_parser", "add_commands", "add_predict_parser", "add_train_parser"]
+
+#: Self-supervised pre-training steps of ``meas-ml train morphology`` (the
+#: measurements behind the choice: ``doc/morphology.md``).
+PRETRAIN_STEPS = 1000
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -63,7 +71,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = MorphologyTrainingConfig(
         architecture=args.architecture,
         size=args.size,
-        semi_supervised=not args.supervised,
+        semi_supervised=bool(args.fixmatch) and not args.supervised,
+        pretrain_steps=0 if args.supervised else args.pretrain_steps,
+        pretrain_batch=args.pretrain_batch,
         steps=args.steps,
         batch_size=args.batch_size,
         mu=args.mu,
@@ -134,8 +144,17 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--architecture", choices=("morph_dat", "morph_resnet"), default="morph_dat")
     p.add_argument("--size", choices=("small", "wide"), default="small", help="Model width (wide: for GPUs).")
-    p.add_argument("--supervised", action="store_true", help="Labels only (no FixMatch).")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=PRETRAIN_STEPS,
+        help="Self-supervised pre-training steps on every stamp, labelled or not, before the "
+        "classifier is fine-tuned on the labels (default %(default)s; 0: none).",
+    )
+    p.add_argument("--pretrain-batch", type=int, default=64, help="Stamps per pre-training step.")
+    p.add_argument("--fixmatch", action="store_true", help="Add FixMatch pseudo-labels to the fine-tuning.")
+    p.add_argument("--supervised", action="store_true", help="Labels only: no pre-training and no FixMatch.")
+    p.add_argument("--steps", type=int, default=300, help="Classifier training (fine-tuning) steps.")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mu", type=int, default=2, help="Unlabelled stamps per labelled stamp in a step.")
     p.add_argument("--threshold", type=float, default=0.9, help="Pseudo-label confidence.")
@@ -245,17 +264,39 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_quality(args: argparse.Namespace) -> int:
     from ..fileio import write_text_atomic
-    from .quality import QualityConfig, quality_report
+    from .quality import QualityConfig, format_table, paired_gains, quality_report
 
     config = QualityConfig.full() if args.full else QualityConfig()
     if args.steps:
         config.steps = args.steps
-    config.seed = args.seed
-    report = quality_report(config, png=args.png, threads=args.threads)
-    text = json.dumps(report, indent=2)
+    if args.pretrain_steps is not None:
+        config.pretrain_steps = args.pretrain_steps
+    config.device = args.device
+    seeds = args.seeds or [args.seed]
+    reports = []
+    for seed in seeds:
+        config = dataclasses.replace(config, seed=seed)
+        png = args.png
+        if png and len(seeds) > 1:
+            stem, ext = os.path.splitext(png)
+            png = f"{stem}_seed{seed}{ext or '.png'}"
+        reports.append(quality_report(config, png=png, threads=args.threads))
+        print(f"seed {seed}:")
+        print(format_table(reports[-1]))
+    gains = paired_gains(reports)
+    lines = ["| route | labels | seeds | accuracy gain | seeds gaining | macro-F1 gain | seeds gaining |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for g in gains:
+        lines.append(
+            f"| {g['mode']} | {100 * g['label_fraction']:g}% | {g['seeds']} "
+            f"| {g['accuracy_gain']:+.3f} ± {g['accuracy_gain_se']:.3f} | {g['seeds_gaining_accuracy']} "
+            f"| {g['macro_f1_gain']:+.3f} ± {g['macro_f1_gain_se']:.3f} | {g['seeds_gaining_macro_f1']} |"
+        )
+    print("Gain over the supervised DAT, paired by seed (mean ± standard error):")
+    print("\n".join(lines))
     if args.json:
-        write_text_atomic(args.json, text + "\n")
-    print(text)
+        payload = reports[0] if len(reports) == 1 else {"reports": reports}
+        write_text_atomic(args.json, json.dumps({**payload, "paired_gains": gains}, indent=2) + "\n")
     return 0
 
 
@@ -279,8 +320,24 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "training); the default is a reduced size that runs in minutes on 2 cores.",
     )
     p.add_argument("--steps", type=int, default=0, help="Override the training steps of every run.")
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=None,
+        help="Override the self-supervised pre-training steps (0: no pre-trained route).",
+    )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Several seeds (each its own split and labelled subset); prints the gains paired by seed.",
+    )
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--png", default=None, help="Confusion matrix of the best 10%%-label model.")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda.")
+    p.add_argument(
+        "--png", default=None, help="Confusion matrix of the pre-trained DAT at 10%% (per seed with --seeds)."
+    )
     p.add_argument("--json", default=None, help="Write the report here too.")
     p.set_defaults(func=_cmd_quality)

@@ -7,13 +7,16 @@ detected galaxies with their true Hubble type; a stratified
 With 1%, 10% and 100% of the pool's labels (stratified, at least one per
 class) it trains:
 
-* the DAT, supervised only (labelled stamps) and semi-supervised (FixMatch
-  on the whole pool, the other stamps unlabelled) at 1% and 10%;
+* the DAT, supervised only (labelled stamps), semi-supervised with FixMatch
+  (on the whole pool, the other stamps unlabelled) at 1% and 10%, and
+  semi-supervised by self-supervised pre-training on the whole pool
+  without labels followed by supervised fine-tuning on the labelled stamps
+  (the pre-training is done once and reused for every label fraction);
 * the ResNet baseline, supervised, at the same label counts;
 
 every run with the same steps, batch size and seed, and reports the
-held-out accuracy and macro-F1.  The confusion matrix of the
-semi-supervised DAT at 10% goes to a PNG.
+held-out accuracy and macro-F1.  The confusion matrix of the pre-trained
+and fine-tuned DAT at 10% goes to a PNG.
 
 `QualityConfig` is the reduced default (runs in minutes on 2 cores: 32-pixel
 stamps, one survey of ``n_galaxies``); `QualityConfig.full` is the full size
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine import select_device
 from .features import DEFAULT_BANDS, DEFAULT_CLASSES
 from .metrics import classification_report, plot_confusion
 from .train import (
@@ -38,12 +42,18 @@ from .train import (
     _predict_logits,
     _stratified,
     data_from_survey,
+    pretrain_morphology,
     train_morphology,
 )
 
-__all__ = ["QualityConfig", "quality_report", "simulated_stamps"]
+__all__ = ["QualityConfig", "format_table", "paired_gains", "quality_report", "simulated_stamps"]
 
 _LOG = logging.getLogger("lsst.meas.ml.morphology.quality")
+
+#: Training routes of the quality table.
+SUPERVISED = "supervised"
+FIXMATCH = "semi-supervised (FixMatch)"
+PRETRAINED = "semi-supervised (pre-trained + fine-tuned)"
 
 
 @dataclasses.dataclass
@@ -56,10 +66,12 @@ class QualityConfig:
     batch_size: int = 32
     mu: int = 2
     threshold: float = 0.7
+    pretrain_steps: int = 1000
     test_fraction: float = 0.3
     label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     survey_seed: int = 1234
     seed: int = 0
+    device: str = "auto"
 
     @classmethod
     def full(cls) -> QualityConfig:
@@ -68,9 +80,10 @@ class QualityConfig:
         Returns
         -------
         config : `QualityConfig`
-            64-pixel stamps, 6000 galaxies, 1000 steps, threshold 0.8.
+            64-pixel stamps, 6000 galaxies, 1000 steps, threshold 0.8,
+            3000 pre-training steps.
         """
-        return cls(n_galaxies=6000, stamp_size=64, steps=1000, threshold=0.8)
+        return cls(n_galaxies=6000, stamp_size=64, steps=1000, threshold=0.8, pretrain_steps=3000)
 
 
 def simulated_stamps(n_galaxies: int, stamp_size: int, seed: int) -> MorphologyData:
@@ -122,7 +135,7 @@ def quality_report(
     config : `QualityConfig`, optional
         Size (default reduced).
     png : `str`, optional
-        Confusion-matrix PNG of the semi-supervised DAT at 10% labels.
+        Confusion-matrix PNG of the pre-trained DAT at 10% labels.
     threads : `int`
         Torch CPU threads.
 
@@ -131,8 +144,9 @@ def quality_report(
     report : `dict`
         ``config``, ``n_pool``, ``n_test``, ``runs`` (one entry per model,
         mode and label fraction: labels used, accuracy, macro-F1, seconds),
-        ``semi_vs_supervised`` (macro-F1 differences of the DAT) and
-        ``confusion`` of the PNG's run.
+        ``semi_vs_supervised`` (accuracy and macro-F1 gains of each
+        semi-supervised DAT route over the supervised DAT), ``pretraining``
+        (the pre-training report) and ``confusion`` of the PNG's run.
     """
     config = config or QualityConfig()
     torch.set_num_threads(max(1, threads))
@@ -143,40 +157,48 @@ def quality_report(
     test_mask = _stratified(data.labels, config.test_fraction, rng)
     pool, test = data.subset(~test_mask), data.subset(test_mask)
     simulate_seconds = time.perf_counter() - t0
-    device = torch.device("cpu")
+    device = select_device(config.device)
     runs: list[dict[str, Any]] = []
     confusion = None
-    plan: list[tuple[str, bool, float]] = []
+    plan: list[tuple[str, str, float]] = []
     for frac in config.label_fractions:
-        plan.append(("morph_dat", False, frac))
+        plan.append(("morph_dat", SUPERVISED, frac))
         if frac < 1.0:
-            plan.append(("morph_dat", True, frac))
-        plan.append(("morph_resnet", False, frac))
-    for arch, semi, frac in plan:
+            plan.append(("morph_dat", FIXMATCH, frac))
+        if config.pretrain_steps > 0:
+            plan.append(("morph_dat", PRETRAINED, frac))
+        plan.append(("morph_resnet", SUPERVISED, frac))
+    pretrained: dict[str, torch.Tensor] | None = None
+    pretrain_report: dict[str, float] = {}
+    for arch, mode, frac in plan:
         pool_labels = pool.labels.copy()
         if frac < 1.0:
             keep = _stratified(pool_labels, frac, np.random.default_rng(config.seed + 1))
             pool_labels[~keep] = -1
         train = dataclasses.replace(pool, labels=pool_labels)
-        if not semi:
+        if mode == SUPERVISED:
             train = train.subset(pool_labels >= 0)
         tc = MorphologyTrainingConfig(
             architecture=arch,
-            semi_supervised=semi,
+            semi_supervised=mode == FIXMATCH,
             steps=config.steps,
             batch_size=config.batch_size,
             mu=config.mu,
             threshold=config.threshold,
+            pretrain_steps=config.pretrain_steps if mode == PRETRAINED else 0,
             validation_fraction=0.0,
             seed=config.seed,
-            device="cpu",
+            device=str(device),
         )
-        result = train_morphology(train, tc)
+        if mode == PRETRAINED and pretrained is None:
+            # Labels play no part in pre-training: one pre-trained backbone serves every label fraction.
+            pretrained, pretrain_report = pretrain_morphology(pool, tc)
+        result = train_morphology(train, tc, initial_state=pretrained if mode == PRETRAINED else None)
         rep = _evaluate(result, test, device)
         runs.append(
             {
                 "architecture": arch,
-                "mode": "semi-supervised" if semi else "supervised",
+                "mode": mode,
                 "label_fraction": frac,
                 "n_labels": int((pool_labels >= 0).sum()),
                 "accuracy": rep["accuracy"],
@@ -186,26 +208,27 @@ def quality_report(
             }
         )
         _LOG.info("quality run: %s", runs[-1])
-        if arch == "morph_dat" and semi and abs(frac - 0.1) < 1e-9:
+        if arch == "morph_dat" and mode == PRETRAINED and abs(frac - 0.1) < 1e-9:
             confusion = rep["confusion"]
             if png:
                 plot_confusion(
                     np.asarray(confusion),
                     list(DEFAULT_CLASSES),
                     png,
-                    f"DAT semi-supervised, 10% labels: acc {rep['accuracy']:.3f}, "
+                    f"DAT pre-trained + fine-tuned, 10% labels: acc {rep['accuracy']:.3f}, "
                     f"macro-F1 {rep['macro_f1']:.3f}",
                 )
     by_key = {(r["architecture"], r["mode"], r["label_fraction"]): r for r in runs}
-    gains = {}
+    gains: dict[str, dict[str, dict[str, float]]] = {}
     for frac in config.label_fractions:
-        s = by_key.get(("morph_dat", "semi-supervised", frac))
-        u = by_key.get(("morph_dat", "supervised", frac))
-        if s and u:
-            gains[f"{frac:g}"] = {
-                "macro_f1_gain": round(s["macro_f1"] - u["macro_f1"], 4),
-                "accuracy_gain": round(s["accuracy"] - u["accuracy"], 4),
-            }
+        u = by_key.get(("morph_dat", SUPERVISED, frac))
+        for mode in (FIXMATCH, PRETRAINED):
+            s = by_key.get(("morph_dat", mode, frac))
+            if s and u:
+                gains.setdefault(mode, {})[f"{frac:g}"] = {
+                    "macro_f1_gain": round(s["macro_f1"] - u["macro_f1"], 4),
+                    "accuracy_gain": round(s["accuracy"] - u["accuracy"], 4),
+                }
     return {
         "config": dataclasses.asdict(config),
         "n_pool": len(pool),
@@ -213,8 +236,85 @@ def quality_report(
         "test_class_counts": {c: int((test.labels == i).sum()) for i, c in enumerate(DEFAULT_CLASSES)},
         "runs": runs,
         "semi_vs_supervised": gains,
-        "confusion_dat_semi_10pct": confusion,
+        "pretraining": pretrain_report,
+        "confusion_dat_pretrained_10pct": confusion,
         "png": png,
         "simulate_seconds": round(simulate_seconds, 1),
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Return the runs of a `quality_report` as a Markdown table.
+
+    Parameters
+    ----------
+    report : `dict`
+        A `quality_report` result.
+
+    Returns
+    -------
+    table : `str`
+        One row per run: model, training, labels, accuracy, macro-F1,
+        pseudo-labelled fraction and seconds.
+    """
+    lines = [
+        "| model | training | labels | n labels | accuracy | macro-F1 | pseudo-labelled | s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"morph_dat": "DAT", "morph_resnet": "ResNet"}
+    for r in report["runs"]:
+        pseudo = r.get("pseudo_label_fraction")
+        model = names.get(r["architecture"], r["architecture"])
+        lines.append(
+            f"| {model} | {r['mode']} | {100 * r['label_fraction']:g}% "
+            f"| {r['n_labels']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
+            f"| {'-' if pseudo is None else f'{pseudo:.3f}'} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def paired_gains(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gains of each semi-supervised DAT route over the supervised DAT, paired by seed.
+
+    Parameters
+    ----------
+    reports : `list` [`dict`]
+        `quality_report` results, one per seed (each seed's routes share its
+        test split and labelled subset, so the differences are paired).
+
+    Returns
+    -------
+    gains : `list` [`dict`]
+        Per route and label fraction: the number of seeds, the mean gain in
+        accuracy and macro-F1 with its standard error (``nan`` for one
+        seed), and how many seeds gained.
+    """
+    out = []
+    fractions = sorted({r["label_fraction"] for rep in reports for r in rep["runs"]})
+    for mode in (FIXMATCH, PRETRAINED):
+        for frac in fractions:
+            diffs = []
+            for rep in reports:
+                by = {(r["architecture"], r["mode"], r["label_fraction"]): r for r in rep["runs"]}
+                s, u = by.get(("morph_dat", mode, frac)), by.get(("morph_dat", SUPERVISED, frac))
+                if s and u:
+                    diffs.append((s["accuracy"] - u["accuracy"], s["macro_f1"] - u["macro_f1"]))
+            if not diffs:
+                continue
+            d = np.asarray(diffs)
+            se = d.std(axis=0, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.full(2, np.nan)
+            out.append(
+                {
+                    "mode": mode,
+                    "label_fraction": frac,
+                    "seeds": len(d),
+                    "accuracy_gain": float(d[:, 0].mean()),
+                    "accuracy_gain_se": float(se[0]),
+                    "seeds_gaining_accuracy": int((d[:, 0] > 0).sum()),
+                    "macro_f1_gain": float(d[:, 1].mean()),
+                    "macro_f1_gain_se": float(se[1]),
+                    "seeds_gaining_macro_f1": int((d[:, 1] > 0).sum()),
+                }
+            )
+    return out

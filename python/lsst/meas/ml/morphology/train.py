@@ -21,6 +21,14 @@ Training:
   the steps, so early, unreliable pseudo-labels count little).  The
   threshold is reached only after the supervised part
   has made the model confident, so early steps are effectively supervised;
+* **self-supervised pre-training** (``pretrain_steps``, off by default in
+  the library, on in ``meas-ml train morphology``): before either, the
+  backbone learns from every stamp, with or without a label, to match two
+  strong views of the same galaxy against the other galaxies of a batch
+  (SimCLR's NT-Xent loss, Chen et al. 2020, through a projection head that
+  is then dropped); the classifier is then fine-tuned from those weights
+  (the semi-supervised recipe of Chen et al. 2020b, "big self-supervised
+  models are strong semi-supervised learners");
 * **class imbalance**: the supervised loss (and the unlabelled loss,
   by pseudo-label) weighs each class by the inverse of its label count (normalised to a mean weight of 1;
   ``class_weighting="sqrt"`` for the square root, ``"none"`` to switch
@@ -69,7 +77,9 @@ __all__ = [
     "data_from_butler",
     "data_from_files",
     "data_from_survey",
+    "contrastive_pretrain",
     "energy",
+    "pretrain_morphology",
     "train_morphology",
 ]
 
@@ -194,6 +204,21 @@ class MorphologyTrainingConfig:
         confidence mask.
     sharpen_temperature : `float`
         Temperature of the soft targets (below 1 sharpens).
+    pretrain_steps : `int`
+        Self-supervised pre-training steps before the classifier is
+        trained (0: none): a contrastive loss (SimCLR's NT-Xent, Chen et
+        al. 2020) between two strong views of every stamp in a batch, on
+        all stamps with and without labels, through a projection head that
+        is then dropped.  With ``semi_supervised`` false this alone is the
+        semi-supervised route of self-supervised pre-training followed by
+        supervised fine-tuning.
+    pretrain_batch : `int`
+        Stamps per pre-training step (each gives two views).
+    pretrain_temperature : `float`
+        Temperature of the contrastive loss.
+    pretrain_lr : `float`
+        AdamW learning rate of the pre-training (cosine schedule, 5%
+        warm-up; ``weight_decay`` as for the classifier).
     label_fraction : `float`
         Keep this fraction of the labels (stratified, at least one per
         class); the other labelled stamps become unlabelled.
@@ -227,6 +252,10 @@ class MorphologyTrainingConfig:
     ema_decay: float = 0.0
     consistency: str = "hard"
     sharpen_temperature: float = 0.4
+    pretrain_steps: int = 0
+    pretrain_batch: int = 64
+    pretrain_temperature: float = 0.2
+    pretrain_lr: float = 2e-3
     label_fraction: float = 1.0
     validation_fraction: float = 0.15
     seed: int = 0
@@ -258,6 +287,17 @@ class MorphologyTrainingConfig:
         if not self.sharpen_temperature > 0.0:
             raise MorphologyInputError(
                 f"sharpen_temperature must be positive, got {self.sharpen_temperature}."
+            )
+        if (
+            self.pretrain_steps < 0
+            or self.pretrain_batch < 2
+            or not self.pretrain_temperature > 0.0
+            or not self.pretrain_lr > 0.0
+        ):
+            raise MorphologyInputError(
+                "pretrain_steps must be >= 0, pretrain_batch >= 2, pretrain_temperature and pretrain_lr "
+                f"positive; got {self.pretrain_steps}, {self.pretrain_batch}, {self.pretrain_temperature}, "
+                f"{self.pretrain_lr}."
             )
         if not 0.0 < self.label_fraction <= 1.0:
             raise MorphologyInputError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
@@ -314,7 +354,171 @@ def _predict_logits(
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "n_classes", 0)), np.float32)
 
 
-def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | None = None) -> TrainingResult:
+def contrastive_pretrain(
+    model: torch.nn.Module,
+    x_all: torch.Tensor,
+    config: MorphologyTrainingConfig,
+    device: torch.device,
+    *,
+    n_image_channels: int,
+    bands: Sequence[str] | None,
+) -> dict[str, float]:
+    """Pre-train a classifier's backbone without labels (SimCLR-style NT-Xent).
+
+    Each step draws ``config.pretrain_batch`` stamps, makes two strong views
+    of each (`~lsst.meas.ml.augment.AugmentConfig.strong`), and trains the
+    backbone (``model.features``) and a temporary two-layer projection head
+    so that the two views of a stamp are nearer to each other than to any
+    other view in the batch.  The classifier head is left untouched.
+
+    Parameters
+    ----------
+    model : `torch.nn.Module`
+        A morphology model with a ``features`` method, on ``device``.
+    x_all : `torch.Tensor`
+        ``(N, C, S, S)`` stamps (CPU).
+    config : `MorphologyTrainingConfig`
+        ``pretrain_steps``, ``pretrain_batch``, ``pretrain_temperature``,
+        ``pretrain_lr``, ``weight_decay`` and ``seed`` are used.
+    device : `torch.device`
+        Where to train.
+    n_image_channels : `int`
+        Leading image channels of the stamps (the rest are masks).
+    bands : `~collections.abc.Sequence` [`str`] or `None`
+        Bands of the image channels (for the reddening-like scaling).
+
+    Returns
+    -------
+    report : `dict`
+        Loss of the first and last 10% of the steps, the top-1 accuracy of
+        finding a stamp's other view in the last batch, and the seconds.
+    """
+    t0 = time.perf_counter()
+    n = x_all.shape[0]
+    batch = int(min(config.pretrain_batch, n))
+    if batch < 2:
+        raise MorphologyInputError(f"Self-supervised pre-training needs at least 2 stamps; got {n}.")
+    # Its own random streams (the projection head's initial weights, dropout, the draws): a run that
+    # pre-trains leaves the global generators as a run given the pre-trained weights would find them.
+    fork = [device.index if device.index is not None else 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        torch.manual_seed(config.seed + 104729)
+        with torch.no_grad():
+            width = int(model.features(x_all[:2].to(device)).shape[1])
+        proj = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.GELU(), torch.nn.Linear(width, 64))
+        proj = proj.to(device)
+        params = list(model.parameters()) + list(proj.parameters())
+        opt = torch.optim.AdamW(params, lr=config.pretrain_lr, weight_decay=config.weight_decay)
+        steps = int(config.pretrain_steps)
+        warm = max(1, steps // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        )
+        gen = torch.Generator().manual_seed(config.seed + 104729)
+        rng = np.random.default_rng(config.seed + 104729)
+        strong = AugmentConfig.strong()
+        targets = torch.arange(2 * batch, device=device).roll(batch)
+        eye = torch.eye(2 * batch, dtype=torch.bool, device=device)
+        losses: list[float] = []
+        accuracy = float("nan")
+        model.train()
+        for _ in range(steps):
+            idx = torch.as_tensor(rng.choice(n, size=batch, replace=False))
+            xb = x_all[idx]
+            v1 = augment(xb, strong, n_image_channels=n_image_channels, bands=bands, generator=gen)
+            v2 = augment(xb, strong, n_image_channels=n_image_channels, bands=bands, generator=gen)
+            z = F.normalize(proj(model.features(torch.cat([v1, v2]).to(device))), dim=-1)
+            sim = (z @ z.T / config.pretrain_temperature).masked_fill(eye, float("-inf"))
+            loss = F.cross_entropy(sim, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            accuracy = float((sim.detach().argmax(dim=1) == targets).float().mean())
+    tenth = max(1, steps // 10)
+    report = {
+        "pretrain_loss_start": round(float(np.mean(losses[:tenth])), 4) if losses else float("nan"),
+        "pretrain_loss_end": round(float(np.mean(losses[-tenth:])), 4) if losses else float("nan"),
+        "pretrain_view_accuracy": round(accuracy, 4),
+        "pretrain_seconds": round(time.perf_counter() - t0, 1),
+    }
+    _LOG.info("Self-supervised pre-training: %s", report)
+    return report
+
+
+def _hyperparameters(data: MorphologyData, config: MorphologyTrainingConfig) -> dict[str, Any]:
+    return {
+        "in_channels": int(data.stamps.x.shape[1]),
+        "stamp_size": int(data.stamps.x.shape[-1]),
+        "n_classes": len(data.class_names),
+        **ARCHITECTURES[config.architecture][config.size],
+        **config.hyperparameters,
+    }
+
+
+def pretrain_morphology(
+    data: MorphologyData, config: MorphologyTrainingConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Pre-train a classifier without labels, for reuse by several `train_morphology` runs.
+
+    The model starts from the same random weights as ``train_morphology(data,
+    config)`` would (same seed), so ``train_morphology(d, config,
+    initial_state=state)`` with ``d`` differing from ``data`` only in its
+    labels reproduces a run with ``config.pretrain_steps`` pre-training
+    steps.
+
+    Parameters
+    ----------
+    data : `MorphologyData`
+        Stamps (labels are not used); stamps without usable pixels are left
+        out.
+    config : `MorphologyTrainingConfig`
+        Settings; ``pretrain_steps`` must be positive.
+
+    Returns
+    -------
+    state : `dict`
+        The pre-trained weights (CPU tensors).
+    report : `dict`
+        The `contrastive_pretrain` report.
+
+    Raises
+    ------
+    MorphologyInputError
+        ``config.pretrain_steps`` is 0.
+    """
+    if config.pretrain_steps <= 0:
+        raise MorphologyInputError("pretrain_morphology needs pretrain_steps > 0.")
+    from ..models import build_model
+
+    torch.manual_seed(config.seed)
+    data = data.subset(data.stamps.usable)
+    device = select_device(config.device)
+    old_threads = torch.get_num_threads()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    try:
+        model = build_model(config.architecture, _hyperparameters(data, config)).to(device)
+        report = contrastive_pretrain(
+            model,
+            torch.as_tensor(data.stamps.x),
+            config,
+            device,
+            n_image_channels=data.stamps.n_image_channels,
+            bands=data.bands if data.source == "coadd" else None,
+        )
+    finally:
+        torch.set_num_threads(old_threads)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, report
+
+
+def train_morphology(
+    data: MorphologyData,
+    config: MorphologyTrainingConfig | None = None,
+    *,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+) -> TrainingResult:
     """Train a classifier on ``data`` and package it.
 
     Parameters
@@ -324,6 +528,10 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
         pixels are left out.
     config : `MorphologyTrainingConfig`, optional
         Settings.
+    initial_state : `~collections.abc.Mapping`, optional
+        Weights to start from (e.g. the ``state_dict`` of a model that
+        `contrastive_pretrain` pre-trained on the same stamps, reused for
+        several label sets); ``config.pretrain_steps`` is then ignored.
 
     Returns
     -------
@@ -358,13 +566,7 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
     unlab = np.flatnonzero(labels < 0)
     semi = config.semi_supervised and len(unlab) > 0
 
-    hyper = {
-        "in_channels": int(data.stamps.x.shape[1]),
-        "stamp_size": int(data.stamps.x.shape[-1]),
-        "n_classes": k,
-        **ARCHITECTURES[config.architecture][config.size],
-        **config.hyperparameters,
-    }
+    hyper = _hyperparameters(data, config)
     from ..models import build_model
 
     device = select_device(config.device)
@@ -373,12 +575,21 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
         torch.set_num_threads(config.num_threads)
     try:
         model = build_model(config.architecture, hyper).to(device)
+        x_all = torch.as_tensor(data.stamps.x)
+        ni = data.stamps.n_image_channels
+        bands = data.bands if data.source == "coadd" else None
+        pretrain_report: dict[str, float] = {}
+        if initial_state is not None:
+            model.load_state_dict(initial_state)
+        elif config.pretrain_steps > 0:
+            pretrain_report = contrastive_pretrain(
+                model, x_all, config, device, n_image_channels=ni, bands=bands
+            )
         teacher = None
         if config.ema_decay > 0:
             teacher = copy.deepcopy(model)  # draws no random numbers: the student's run is unchanged
             teacher.requires_grad_(False)
             teacher.eval()
-        x_all = torch.as_tensor(data.stamps.x)
         y_all = torch.as_tensor(labels)
         weights = torch.as_tensor(
             _class_weights(labels[train_lab], k, config.class_weighting), dtype=torch.float32, device=device
@@ -391,8 +602,6 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
                 min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps))
             ),
         )
-        ni = data.stamps.n_image_channels
-        bands = data.bands if data.source == "coadd" else None
         # Separate random streams for the labelled and the unlabelled parts, so that a supervised and a
         # semi-supervised run with one seed see the same labelled batches and augmentations.
         gen = torch.Generator().manual_seed(config.seed)
@@ -489,6 +698,7 @@ def train_morphology(data: MorphologyData, config: MorphologyTrainingConfig | No
         "n_unlabelled": int(len(unlab)),
         "semi_supervised": semi,
         "pseudo_label_fraction": round(n_pseudo / n_seen, 4) if n_seen else None,
+        **pretrain_report,
     }
     package = ModelPackage.from_model(
         model.cpu(),
