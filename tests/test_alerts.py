@@ -161,8 +161,14 @@ def _avro_rows(records) -> list[dict]:
         {
             "diaSourceId": r.diaSourceId,
             "diaSource": {
-                "diaSourceId": r.diaSourceId, "x": r.x, "y": r.y, "ra": r.ra, "dec": r.dec,
-                "band": r.band, "reliability": r.reference_score, "snr": r.extra["snr"],
+                "diaSourceId": r.diaSourceId,
+                "x": r.x,
+                "y": r.y,
+                "ra": r.ra,
+                "dec": r.dec,
+                "band": r.band,
+                "reliability": r.reference_score,
+                "snr": r.extra["snr"],
             },
             **r.cutouts,
         }

@@ -38,11 +38,17 @@ REGISTERED = any(p.family == "asteroids" for p in products_module.PRODUCTS)
 def asteroids_family(monkeypatch):
     """Let packages of family 'asteroids' be built before the product is registered."""
     if not REGISTERED:
-        monkeypatch.setattr(packages_module, "KNOWN_FAMILIES",
-                            packages_module.KNOWN_FAMILIES | {"asteroids"})
-        monkeypatch.setattr(products_module, "PRODUCTS", products_module.PRODUCTS + (
-            products_module.Product("asteroids", "asteroid taxonomy from survey colours",
-                                    "ml_asteroid_taxonomy"),))
+        monkeypatch.setattr(packages_module, "KNOWN_FAMILIES", packages_module.KNOWN_FAMILIES | {"asteroids"})
+        monkeypatch.setattr(
+            products_module,
+            "PRODUCTS",
+            products_module.PRODUCTS
+            + (
+                products_module.Product(
+                    "asteroids", "asteroid taxonomy from survey colours", "ml_asteroid_taxonomy"
+                ),
+            ),
+        )
 
 
 def _flux(mag):
@@ -51,19 +57,34 @@ def _flux(mag):
 
 def _rows(obj, band, mag, *, err=0.01, alpha=0.0, r=2.0, delta=1.0):
     f = _flux(mag)
-    return dict(ssObjectId=obj, band=band, psfFlux=f, psfFluxErr=f * err * np.log(10) / 2.5,
-                phaseAngle=alpha, helioRange=r, topoRange=delta)
+    return dict(
+        ssObjectId=obj,
+        band=band,
+        psfFlux=f,
+        psfFluxErr=f * err * np.log(10) / 2.5,
+        phaseAngle=alpha,
+        helioRange=r,
+        topoRange=delta,
+    )
 
 
 def _table(rows):
-    return Table(rows=[tuple(r.values()) for r in rows], names=list(rows[0]),
-                 dtype=[np.int64, str, float, float, float, float, float])
+    return Table(
+        rows=[tuple(r.values()) for r in rows],
+        names=list(rows[0]),
+        dtype=[np.int64, str, float, float, float, float, float],
+    )
 
 
 # ----------------------------------------------------------------- colours
 def test_colours_hand_computed():
-    rows = [_rows(1, "g", 20.0), _rows(1, "g", 20.2), _rows(1, "r", 19.5), _rows(1, "r", 19.6),
-            _rows(1, "r", 19.9)]
+    rows = [
+        _rows(1, "g", 20.0),
+        _rows(1, "g", 20.2),
+        _rows(1, "r", 19.5),
+        _rows(1, "r", 19.6),
+        _rows(1, "r", 19.9),
+    ]
     oc = build_colours(_table(rows))
     dist = 5 * np.log10(2.0 * 1.0)
     g, r = 1, 2
@@ -94,11 +115,16 @@ def test_phase_correction_hg12():
 
 
 def test_colour_step_bad_inputs():
-    rows = [_rows(1, "r", 20.0),                                   # one band only
-            _rows(2, "g", 20.5), _rows(2, "r", 20.0), _rows(2, "r", 20.0),
-            _rows(3, "g", 20.5), _rows(3, "r", 20.0)]
-    rows[2]["psfFlux"] = np.nan                                    # object 2: one non-finite flux
-    rows[4]["phaseAngle"] = np.nan                                 # object 3: missing phase on g
+    rows = [
+        _rows(1, "r", 20.0),  # one band only
+        _rows(2, "g", 20.5),
+        _rows(2, "r", 20.0),
+        _rows(2, "r", 20.0),
+        _rows(3, "g", 20.5),
+        _rows(3, "r", 20.0),
+    ]
+    rows[2]["psfFlux"] = np.nan  # object 2: one non-finite flux
+    rows[4]["phaseAngle"] = np.nan  # object 3: missing phase on g
     oc = build_colours(_table(rows))
     assert oc.ids.tolist() == [1, 2, 3]
     assert oc.flags[0] & AsteroidFlag.ONE_BAND
@@ -108,8 +134,18 @@ def test_colour_step_bad_inputs():
     empty = build_colours(_table(rows)[:0])
     assert len(empty.ids) == 0 and empty.colours.shape == (0, 5)
     with pytest.raises(AsteroidInputError, match="phaseAngle"):
-        build_colours(Table({"ssObjectId": [1], "band": ["r"], "psfFlux": [1.0], "psfFluxErr": [1.0],
-                             "helioRange": [1.0], "topoRange": [1.0]}))
+        build_colours(
+            Table(
+                {
+                    "ssObjectId": [1],
+                    "band": ["r"],
+                    "psfFlux": [1.0],
+                    "psfFluxErr": [1.0],
+                    "helioRange": [1.0],
+                    "topoRange": [1.0],
+                }
+            )
+        )
     renamed = _table(rows)
     renamed.rename_column("phaseAngle", "alpha")
     assert len(build_colours(renamed, AsteroidColumns(phase_angle="alpha")).ids) == 3
@@ -141,9 +177,17 @@ def test_mixture_fit_known_answer():
     with torch.no_grad():
         ll_missing = model.joint_log_likelihood(torch.as_tensor(x), torch.as_tensor(cov), obs)
     from lsst.meas.ml.models.asteroids import component_log_likelihood
-    ll3 = component_log_likelihood(torch.as_tensor(x[:, :3]), torch.as_tensor(cov[:, :3, :3]),
-                                   torch.ones(n, 3, dtype=torch.bool), model.means[:, :3],
-                                   model.covariances[:, :3, :3]) + model.log_weights
+
+    ll3 = (
+        component_log_likelihood(
+            torch.as_tensor(x[:, :3]),
+            torch.as_tensor(cov[:, :3, :3]),
+            torch.ones(n, 3, dtype=torch.bool),
+            model.means[:, :3],
+            model.covariances[:, :3, :3],
+        )
+        + model.log_weights
+    )
     torch.testing.assert_close(ll_missing, ll3)
 
 
@@ -175,9 +219,15 @@ def test_mixture_fit_with_missing_colours():
 def test_demo_summary_figures():
     from lsst.meas.ml.asteroids.demo import summary_figures
 
-    taxonomy = Table({"ssObjectId": [1, 2, 3, 4], "taxonomy_class": ["S", "C", "C", ""],
-                      "prob_S": [0.7, 0.4, 0.1, np.nan], "prob_C": [0.3, 0.6, 0.9, np.nan],
-                      "taxonomy_flags": [0, 0, 0, int(AsteroidFlag.ONE_BAND)]})
+    taxonomy = Table(
+        {
+            "ssObjectId": [1, 2, 3, 4],
+            "taxonomy_class": ["S", "C", "C", ""],
+            "prob_S": [0.7, 0.4, 0.1, np.nan],
+            "prob_C": [0.3, 0.6, 0.9, np.nan],
+            "taxonomy_flags": [0, 0, 0, int(AsteroidFlag.ONE_BAND)],
+        }
+    )
     truth = Table({"ssObjectId": [1, 1, 2, 3, 4], "asteroid_class": ["S", "S", "S", "C", "C"]})
     f = summary_figures(taxonomy, truth)
     assert f["n_objects"] == 4 and f["n_classified"] == 3 and f["n_one_band"] == 1
@@ -211,10 +261,15 @@ def _synthetic_package():
     model = fit_mixture(x, cov, labels, len(COMPLEXES), n_iter=20)
     calibrate_anomaly(model, x, cov)
     return ModelPackage.from_model(
-        model.float(), family="asteroids", architecture="asteroid_gmm",
+        model.float(),
+        family="asteroids",
+        architecture="asteroid_gmm",
         hyperparameters={"n_components": model.n_components, "n_features": 4, "n_classes": len(COMPLEXES)},
         inputs={"colours": list(MODEL_COLOURS), "phase_function": "HG12", "g12": 0.5},
-        outputs={"class_names": list(COMPLEXES)}, version="test", provenance={})
+        outputs={"class_names": list(COMPLEXES)},
+        version="test",
+        provenance={},
+    )
 
 
 @pytest.fixture
@@ -227,13 +282,13 @@ def test_predict_and_bad_inputs(package, tmp_path):
 
     s = {"g": 20.62, "r": 20.0, "i": 19.80, "z": 19.87, "y": 19.87}  # S-like colours
     rows = [_rows(10, b, m) for b, m in s.items() for _ in range(3)]
-    rows += [_rows(11, "r", 20.0)]                                   # one band
+    rows += [_rows(11, "r", 20.0)]  # one band
     rows += [_rows(12, "g", 20.62), _rows(12, "r", 20.0), _rows(12, "i", 19.8)]  # g-r, r-i only
     bad = _rows(13, "r", 20.0)
     bad["psfFlux"] = np.inf
-    rows += [bad, _rows(13, "g", 20.5)]                              # non-finite flux
+    rows += [bad, _rows(13, "g", 20.5)]  # non-finite flux
     nophase = _rows(14, "i", 20.0, alpha=np.nan)
-    rows += [nophase, _rows(14, "r", 20.1, r=np.nan)]                 # no usable geometry at all
+    rows += [nophase, _rows(14, "r", 20.1, r=np.nan)]  # no usable geometry at all
     out = predict_asteroids(package, _table(rows))
     by = {int(i): row for i, row in zip(out["ssObjectId"], out)}
     assert list(by) == [10, 11, 12, 13, 14]
@@ -251,8 +306,11 @@ def test_predict_and_bad_inputs(package, tmp_path):
     assert out.meta["ml_model"]["family"] == "asteroids"
     assert out.meta["taxonomy_flag_bits"]["ONE_BAND"] == int(AsteroidFlag.ONE_BAND)
     # an odd object scores high
-    odd = [_rows(20, b, m) for b, m in {"g": 21.5, "r": 20.0, "i": 19.0, "z": 18.2, "y": 17.5}.items()
-           for _ in range(3)]
+    odd = [
+        _rows(20, b, m)
+        for b, m in {"g": 21.5, "r": 20.0, "i": 19.0, "z": 18.2, "y": 17.5}.items()
+        for _ in range(3)
+    ]
     odd_out = predict_asteroids(package, _table(odd))
     assert odd_out["taxonomy_anomaly_score"][0] > 1.0
     assert odd_out["taxonomy_flags"][0] & AsteroidFlag.OUT_OF_DISTRIBUTION
@@ -265,8 +323,21 @@ def test_predict_and_bad_inputs(package, tmp_path):
     _table(rows).write(src)
     model = tmp_path / "ast.safetensors"
     package.save(model)
-    assert main(["predict", "asteroids", "--input", str(src), "--out", str(tmp_path / "o.parquet"),
-                 "--model", str(model)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "asteroids",
+                "--input",
+                str(src),
+                "--out",
+                str(tmp_path / "o.parquet"),
+                "--model",
+                str(model),
+            ]
+        )
+        == 0
+    )
     back = Table.read(tmp_path / "o.parquet")
     assert list(back["taxonomy_class"]) == list(out["taxonomy_class"])
     assert main(["predict", "asteroids", "--input", str(src), "--out", str(src), "--model", str(model)]) != 0
@@ -335,11 +406,19 @@ def test_pipetask_run(package, tmp_path):
     Butler.makeRepo(str(repo))
     setup_repo(repo)
     butler = Butler.from_config(str(repo), writeable=True)
-    butler.registry.insertDimensionData("instrument", {"name": "LSSTCam", "detector_max": 200,
-                                                       "visit_max": 10**9, "exposure_max": 10**9,
-                                                       "class_name": "lsst.obs.lsst.LsstCam"})
-    butler.registry.registerDatasetType(DatasetType("ss_source", ("instrument",), "ArrowAstropy",
-                                                    universe=butler.dimensions))
+    butler.registry.insertDimensionData(
+        "instrument",
+        {
+            "name": "LSSTCam",
+            "detector_max": 200,
+            "visit_max": 10**9,
+            "exposure_max": 10**9,
+            "class_name": "lsst.obs.lsst.LsstCam",
+        },
+    )
+    butler.registry.registerDatasetType(
+        DatasetType("ss_source", ("instrument",), "ArrowAstropy", universe=butler.dimensions)
+    )
     butler.registry.registerRun("inputs")
     rows = [_rows(5, b, m) for b, m in {"g": 20.44, "r": 20.0, "i": 19.88, "z": 19.87}.items()]
     rows += [_rows(6, "r", 20.0)]
@@ -347,14 +426,26 @@ def test_pipetask_run(package, tmp_path):
     register_package(butler, package, run="models/asteroids/test")
     del butler
     pipetask = Path(sys.executable).with_name("pipetask")
-    cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
-           "-i", "inputs,models/asteroids/test", "-o", "u/test/asteroids",
-           "-p", str(ROOT / "pipelines" / "asteroids.yaml"), "--register-dataset-types",
-           "-c", "classifyAsteroids:inference.device=cpu"]
+    cmd = [
+        str(pipetask) if pipetask.exists() else "pipetask",
+        "run",
+        "-b",
+        str(repo),
+        "-i",
+        "inputs,models/asteroids/test",
+        "-o",
+        "u/test/asteroids",
+        "-p",
+        str(ROOT / "pipelines" / "asteroids.yaml"),
+        "--register-dataset-types",
+        "-c",
+        "classifyAsteroids:inference.device=cpu",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = Butler.from_config(str(repo), collections="u/test/asteroids").get(
-        "ml_asteroid_taxonomy", instrument="LSSTCam")
+        "ml_asteroid_taxonomy", instrument="LSSTCam"
+    )
     assert list(out["ssObjectId"]) == [5, 6]
     assert out["taxonomy_class"][0] == "C" and out["taxonomy_flags"][1] & AsteroidFlag.ONE_BAND
 
@@ -370,12 +461,20 @@ def _pipelines_with_task(shape):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REGISTERED, reason="'asteroids' is not yet in lsst.meas.ml.products.PRODUCTS")
-@pytest.mark.parametrize("shape", [
-    "drp",
-    pytest.param("dp1", marks=pytest.mark.skipif(
-        TEST_SCALE != "full", reason="reduced scale: the DP1-shaped repository is checked in the full run "
-        "(same ss_source dataset type and task)")),
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "drp",
+        pytest.param(
+            "dp1",
+            marks=pytest.mark.skipif(
+                TEST_SCALE != "full",
+                reason="reduced scale: the DP1-shaped repository is checked in the full run "
+                "(same ss_source dataset type and task)",
+            ),
+        ),
+    ],
+)
 def test_simulated_survey_through_pipetask(shape, tiny_repo, tmp_path):
     """The simulated survey's ss_source -> demo training -> pipetask run -> summary against the truth."""
     from lsst.daf.butler import Butler
@@ -399,9 +498,21 @@ def test_simulated_survey_through_pipetask(shape, tiny_repo, tmp_path):
     pipetask = Path(sys.executable).with_name("pipetask")
     for k, pipeline in enumerate(_pipelines_with_task(shape)):
         output = f"u/test/asteroids-sim-{shape}-{k}"
-        cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
-               "-i", f"{SIM_COLLECTION},{run}", "-o", output, "-p", pipeline, "--register-dataset-types",
-               "-c", "classifyAsteroids:inference.device=cpu"]
+        cmd = [
+            str(pipetask) if pipetask.exists() else "pipetask",
+            "run",
+            "-b",
+            str(repo),
+            "-i",
+            f"{SIM_COLLECTION},{run}",
+            "-o",
+            output,
+            "-p",
+            pipeline,
+            "--register-dataset-types",
+            "-c",
+            "classifyAsteroids:inference.device=cpu",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         butler = Butler.from_config(str(repo))

@@ -40,9 +40,22 @@ def test_bps_submit_with_parsl(tiny_repo, tmp_path):
         PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     proc = subprocess.run(
-        [str(bindir / "bps"), "submit", str(config), "-b", str(tiny_repo),
-         "-i", f"MLSim/defaults,{run}", "-o", "u/test/bps"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+        [
+            str(bindir / "bps"),
+            "submit",
+            str(config),
+            "-b",
+            str(tiny_repo),
+            "-i",
+            f"MLSim/defaults,{run}",
+            "-o",
+            "u/test/bps",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     butler = Butler.from_config(str(tiny_repo))

@@ -53,8 +53,17 @@ def _submit_args(
     bindir: Path, config: Path, repo: Path, runs: list[str], output: str, verb: str = "submit"
 ) -> list[str]:
     """``bps VERB CONFIG -b REPO -i MLSim/defaults,RUNS -o OUTPUT``."""
-    return [str(bindir / "bps"), verb, str(config), "-b", str(repo), "-i",
-            ",".join(["MLSim/defaults", *runs]), "-o", output]
+    return [
+        str(bindir / "bps"),
+        verb,
+        str(config),
+        "-b",
+        str(repo),
+        "-i",
+        ",".join(["MLSim/defaults", *runs]),
+        "-o",
+        output,
+    ]
 
 
 def _slurm_env(slurm_cluster: dict[str, str], tmp_path: Path, bindir: Path) -> dict[str, str]:
@@ -196,8 +205,9 @@ def test_bps_restart_on_slurm_after_a_failed_job(slurm_cluster, tmp_path):
     _restart_and_check(tmp_path, env, repo, output, keys, before)
 
 
-def _restart_and_check(tmp_path: Path, env: dict[str, str], repo: Path, output: str, keys: set,
-                       before: dict) -> Any:
+def _restart_and_check(
+    tmp_path: Path, env: dict[str, str], repo: Path, output: str, keys: set, before: dict
+) -> Any:
     """``bps restart`` the submission under ``tmp_path``; check one readable output per key, none rewritten.
 
     Returns the Butler of ``repo`` for further checks.

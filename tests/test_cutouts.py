@@ -279,8 +279,9 @@ def test_multiband_eleven_channels():
     partial = {b: e for b, e in exposures.items() if b != "g"}
     with pytest.raises(ImageError, match=r"\['g'\]"):
         multiband_stack(partial, [35.0], [35.0], 15, bands=bands)
-    blank = multiband_stack({**partial, "g": None}, [35.0, 6.0], [35.0, 6.0], 15, bands=bands,
-                            missing_bands="blank")
+    blank = multiband_stack(
+        {**partial, "g": None}, [35.0, 6.0], [35.0, 6.0], 15, bands=bands, missing_bands="blank"
+    )
     full = multiband_stack(exposures, [35.0, 6.0], [35.0, 6.0], 15, bands=bands)
     assert blank.channels == full.channels and blank.data.shape == full.data.shape
     assert (blank.data[:, 1] == 0).all() and (blank.data[:, 7] == 1).all()

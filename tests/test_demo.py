@@ -39,8 +39,10 @@ def test_demo_runs_twice_and_leaves_readable_catalogs(tmp_path, capsys):
     assert len(catalog) == len(objects)
     # Provenance: the model package used is a recorded input of the output.
     meta = catalog.meta
-    inputs = {meta[f"LSST.BUTLER.INPUT.{i}.DATASETTYPE"]: meta[f"LSST.BUTLER.INPUT.{i}.RUN"]
-              for i in range(meta["LSST.BUTLER.N_INPUTS"])}
+    inputs = {
+        meta[f"LSST.BUTLER.INPUT.{i}.DATASETTYPE"]: meta[f"LSST.BUTLER.INPUT.{i}.RUN"]
+        for i in range(meta["LSST.BUTLER.N_INPUTS"])
+    }
     assert inputs["ml_model_photoz"].startswith("models/photoz/demo-seed")
     model = butler.get("ml_model_photoz", collections=inputs["ml_model_photoz"])
     assert meta["ml_model"]["sha256"] == model.sha256 and meta["ml_model"]["family"] == "photoz"

@@ -42,8 +42,13 @@ def _package(stamp_size: int = 32, symmetric: bool = False, seed: int = 0, **inp
     hp = {"stamp_size": stamp_size, "symmetric": symmetric, "widths": [8, 16, 16]}
     spec = {"stamp_size": stamp_size, "channels": list(CHANNELS), "normalisation": NORMALISATION, **inputs}
     return ModelPackage.from_model(
-        build_model("dia_cnn", hp).eval(), family="dia", architecture="dia_cnn", hyperparameters=hp,
-        inputs=spec, outputs={"class_names": list(CLASS_NAMES), "threshold": 0.5}, version="test",
+        build_model("dia_cnn", hp).eval(),
+        family="dia",
+        architecture="dia_cnn",
+        hyperparameters=hp,
+        inputs=spec,
+        outputs={"class_names": list(CLASS_NAMES), "threshold": 0.5},
+        version="test",
         provenance={"training_data": "untrained (test of plumbing)"},
     )
 
@@ -63,8 +68,11 @@ def detector():
 # ----------------------------------------------------------------------
 def test_rotation_invariance_by_construction_and_by_averaging():
     x = torch.randn(5, 4, 32, 32)
-    transforms = [lambda t: torch.rot90(t, 1, (2, 3)), lambda t: torch.flip(t, (3,)),
-                  lambda t: torch.flip(torch.rot90(t, 3, (2, 3)), (2,))]
+    transforms = [
+        lambda t: torch.rot90(t, 1, (2, 3)),
+        lambda t: torch.flip(t, (3,)),
+        lambda t: torch.flip(torch.rot90(t, 3, (2, 3)), (2,)),
+    ]
     sym = build_model("dia_cnn", {"symmetric": True}).eval()
     plain = build_model("dia_cnn", {"symmetric": False}).eval()
     with torch.no_grad():
@@ -110,8 +118,8 @@ def test_metrics():
 def test_task_run_scores_every_source(detector, package):
     sci, tmpl, diff, sources = detector
     result = ClassifyDiaSourcesTask().run(sci, tmpl, diff, sources, package).scores
-    assert (
-        result.colnames[: len(SCORE_COLUMNS)] == SCORE_COLUMNS or set(SCORE_COLUMNS) <= set(result.colnames)
+    assert result.colnames[: len(SCORE_COLUMNS)] == SCORE_COLUMNS or set(SCORE_COLUMNS) <= set(
+        result.colnames
     )
     assert len(result) == len(sources)
     np.testing.assert_array_equal(result["diaSourceId"], sources["diaSourceId"])
@@ -169,16 +177,24 @@ def test_task_rejects_a_model_for_other_stamps_or_channels(detector):
     with pytest.raises(PackageError, match="channels"):
         task.run(sci, tmpl, diff, sources, wrong)
     other = ModelPackage.from_model(
-        build_model("dia_cnn", {}), family="photoz", architecture="dia_cnn", hyperparameters={}, inputs={},
-        outputs={}, version="x", provenance={},
+        build_model("dia_cnn", {}),
+        family="photoz",
+        architecture="dia_cnn",
+        hyperparameters={},
+        inputs={},
+        outputs={},
+        version="x",
+        provenance={},
     )
     with pytest.raises(PackageError, match="'dia' package"):
         task.run(sci, tmpl, diff, sources, other)
     config = ClassifyDiaSourcesConfig()
     config.stampSize = 48
-    out = ClassifyDiaSourcesTask(config=config).run(
-        sci, tmpl, diff, sources[:2], _package(stamp_size=48)
-    ).scores
+    out = (
+        ClassifyDiaSourcesTask(config=config)
+        .run(sci, tmpl, diff, sources[:2], _package(stamp_size=48))
+        .scores
+    )
     assert np.isfinite(out["ml_reliability"]).all()
 
 
@@ -302,9 +318,13 @@ def test_connections_lint_and_templates():
     names = {
         c: getattr(connections, c).name for c in ("science", "template", "difference", "diaSources", "model")
     }
-    assert names == {"science": "visit_image", "template": "template_detector",
-                     "difference": "difference_image",
-                     "diaSources": "dia_source_unstandardized", "model": "ml_model_dia"}
+    assert names == {
+        "science": "visit_image",
+        "template": "template_detector",
+        "difference": "difference_image",
+        "diaSources": "dia_source_unstandardized",
+        "model": "ml_model_dia",
+    }
     assert connections.model.dimensions == frozenset() or not connections.model.dimensions
     config.connections.differenceImage = "goodSeeingDiff_differenceExp"
     assert ClassifyDiaSourcesConnections(config=config).difference.name == "goodSeeingDiff_differenceExp"

@@ -41,8 +41,28 @@ def repo(tmp_path_factory) -> Path:
 def trained(repo, tmp_path_factory) -> Path:
     """A package trained with `meas-ml train dia` on the repository's truth."""
     out = tmp_path_factory.mktemp("dia_pkg") / "dia.safetensors"
-    rc = main(["train", "dia", "--repo", str(repo), "--collections", "MLSim/defaults", "--out", str(out),
-               "--epochs", "4", "--widths", "8", "16", "16", "--threads", "1", "--version", "test"])
+    rc = main(
+        [
+            "train",
+            "dia",
+            "--repo",
+            str(repo),
+            "--collections",
+            "MLSim/defaults",
+            "--out",
+            str(out),
+            "--epochs",
+            "4",
+            "--widths",
+            "8",
+            "16",
+            "16",
+            "--threads",
+            "1",
+            "--version",
+            "test",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -54,9 +74,19 @@ def test_pipetask_run_on_simulated_survey(repo, trained):
     rc = main(["register", str(repo), str(trained), "--run", MODEL_RUN])
     assert rc == 0
     pipetask = Path(sys.executable).with_name("pipetask")
-    cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
-           "-i", f"MLSim/defaults,{MODEL_RUN}", "-o", OUTPUT, "-p", str(ROOT / "pipelines" / "dia.yaml"),
-           "--register-dataset-types"]
+    cmd = [
+        str(pipetask) if pipetask.exists() else "pipetask",
+        "run",
+        "-b",
+        str(repo),
+        "-i",
+        f"MLSim/defaults,{MODEL_RUN}",
+        "-o",
+        OUTPUT,
+        "-p",
+        str(ROOT / "pipelines" / "dia.yaml"),
+        "--register-dataset-types",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -123,8 +153,18 @@ def test_predict_cli_errors(tmp_path, capsys):
     bad.write_bytes(b"PAR1 not really")
     rc = main(["predict", "dia", "--alerts", str(bad), "--out", str(tmp_path / "o.parquet")])
     assert rc == 2 and "cannot decode alerts" in capsys.readouterr().err
-    rc = main(["predict", "dia", "--model", str(tmp_path / "missing.safetensors"), "--alerts", str(bad),
-               "--out", str(tmp_path / "o.parquet")])
+    rc = main(
+        [
+            "predict",
+            "dia",
+            "--model",
+            str(tmp_path / "missing.safetensors"),
+            "--alerts",
+            str(bad),
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ]
+    )
     assert rc == 2
     capsys.readouterr()
     # A package for other channels: a clear error, nothing written.
@@ -132,17 +172,33 @@ def test_predict_cli_errors(tmp_path, capsys):
 
     hp = {"in_channels": 2}
     wrong = ModelPackage.from_model(
-        build_model("dia_cnn", hp), family="dia", architecture="dia_cnn", hyperparameters=hp,
+        build_model("dia_cnn", hp),
+        family="dia",
+        architecture="dia_cnn",
+        hyperparameters=hp,
         inputs={
-            "stamp_size": 32, "channels": ["science", "difference"], "normalisation": "asinh3-ringnoise-v1"
+            "stamp_size": 32,
+            "channels": ["science", "difference"],
+            "normalisation": "asinh3-ringnoise-v1",
         },
         outputs={"class_names": ["transient", "variable", "asteroid", "artifact"]},
-        version="x", provenance={},
+        version="x",
+        provenance={},
     )
     wrong.save(tmp_path / "wrong.safetensors")
     out = tmp_path / "w.parquet"
-    rc = main(["predict", "dia", "--model", str(tmp_path / "wrong.safetensors"), "--alerts",
-               str(RUBIN[0]) if RUBIN else str(bad), "--out", str(out)])
+    rc = main(
+        [
+            "predict",
+            "dia",
+            "--model",
+            str(tmp_path / "wrong.safetensors"),
+            "--alerts",
+            str(RUBIN[0]) if RUBIN else str(bad),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "channels" in err and not out.exists(), err
 
@@ -162,8 +218,9 @@ def test_default_package_quality_on_unseen_simulated_survey_and_ztf(repo):
     from lsst.meas.ml.dia.quality_report import quality_report
 
     package = ModelPackage.load(default_package_path())
-    report = quality_report(package, butler=open_repo(repo), collections=["MLSim/defaults"],
-                            ztf=ZTF if ZTF else ())
+    report = quality_report(
+        package, butler=open_repo(repo), collections=["MLSim/defaults"], ztf=ZTF if ZTF else ()
+    )
     sim = report["simulated"]["single_pass"]
     assert sim["n"] > 50 and sim["roc_auc"] > 0.9, sim
     assert sim["purity"] > 0.8 and sim["completeness"] > 0.8, sim
@@ -181,19 +238,32 @@ def test_dp1_shaped_repository_through_pipetask(tmp_path):
     repo = tmp_path / "dp1"
     build_repo(repo, SurveyConfig.tiny(), shape="dp1")
     butler = Butler.from_config(str(repo), writeable=True)
-    register_package(butler, ModelPackage.load(ROOT / "python/lsst/meas/ml/data/dia_default.safetensors"),
-                     run=MODEL_RUN)
-    register_package(butler, ModelPackage.load(ROOT / "python/lsst/meas/ml/data/photoz_default.safetensors"),
-                     run="models/photoz/test")
+    register_package(
+        butler, ModelPackage.load(ROOT / "python/lsst/meas/ml/data/dia_default.safetensors"), run=MODEL_RUN
+    )
+    register_package(
+        butler,
+        ModelPackage.load(ROOT / "python/lsst/meas/ml/data/photoz_default.safetensors"),
+        run="models/photoz/test",
+    )
     diffs = butler.query_datasets("difference_image", collections="MLSim/defaults", explain=False)
     dropped = diffs[0]
     butler.pruneDatasets([dropped], disassociate=True, unstore=True, purge=True)
     del butler
     pipetask = Path(sys.executable).with_name("pipetask")
-    cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
-           "-i", f"MLSim/defaults,{MODEL_RUN},models/photoz/test", "-o", OUTPUT,
-           "-p", f"{ROOT / 'pipelines' / 'DP1Pipeline.yaml'}#estimatePhotoz,classifyDiaSources",
-           "--register-dataset-types"]
+    cmd = [
+        str(pipetask) if pipetask.exists() else "pipetask",
+        "run",
+        "-b",
+        str(repo),
+        "-i",
+        f"MLSim/defaults,{MODEL_RUN},models/photoz/test",
+        "-o",
+        OUTPUT,
+        "-p",
+        f"{ROOT / 'pipelines' / 'DP1Pipeline.yaml'}#estimatePhotoz,classifyDiaSources",
+        "--register-dataset-types",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     butler = Butler.from_config(str(repo), collections=OUTPUT)

@@ -34,8 +34,14 @@ def _package(arch: str, hp: dict, seed: int = 0) -> ModelPackage:
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     return ModelPackage.from_model(
-        model, family="generic", architecture=arch, hyperparameters=hp,
-        inputs={}, outputs={}, version="1", provenance={},
+        model,
+        family="generic",
+        architecture=arch,
+        hyperparameters=hp,
+        inputs={},
+        outputs={},
+        version="1",
+        provenance={},
     )
 
 

@@ -68,13 +68,15 @@ def test_predict_photoz_refuses_output_that_is_its_input(tmp_path, catalog_file,
     # Nor over the model package.
     model = tmp_path / "model.safetensors"
     model.write_bytes(Path(DEFAULT_PACKAGE_PATH).read_bytes())
-    assert main(["predict", "photoz", "--model", str(model), "--input", str(catalog_file),
-                 "--out", str(model)]) == 2
+    assert (
+        main(["predict", "photoz", "--model", str(model), "--input", str(catalog_file), "--out", str(model)])
+        == 2
+    )
     assert model.read_bytes() == Path(DEFAULT_PACKAGE_PATH).read_bytes()
     # A distinct output still works, and leaves no temporary file behind.
-    assert main(
-        ["predict", "photoz", "--input", str(catalog_file), "--out", str(tmp_path / "o.parquet")]
-    ) == 0
+    assert (
+        main(["predict", "photoz", "--input", str(catalog_file), "--out", str(tmp_path / "o.parquet")]) == 0
+    )
     assert len(read_table(tmp_path / "o.parquet")) == 20
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
@@ -154,8 +156,21 @@ def test_edited_bin_edges_of_the_shipped_package_are_refused(tmp_path, capsys):
 
 
 def test_dia_package_given_to_photoz_predict(tmp_path, catalog_file, capsys):
-    assert main(["predict", "photoz", "--model", str(DIA_DEFAULT), "--input", str(catalog_file),
-                 "--out", str(tmp_path / "o.parquet")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--model",
+                str(DIA_DEFAULT),
+                "--input",
+                str(catalog_file),
+                "--out",
+                str(tmp_path / "o.parquet"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "is a 'dia' model; photo-z needs a 'photoz' package" in err and "Traceback" not in err
     with pytest.raises(PackageError, match="is a 'dia' model; photo-z needs a 'photoz' package"):
@@ -169,10 +184,16 @@ def test_string_flux_columns_name_the_column_and_its_type(tmp_path, photoz_packa
     cat = make_photometric_catalog(4, seed=0)
     table = pa.table({name: np.asarray(cat[name]) for name in cat.colnames})
     i = table.column_names.index("r_cModelFlux")
-    table = table.set_column(i, pa.field("r_cModelFlux", pa.large_string()),
-                             pa.array(["1.5", "abc", "", "2"], type=pa.large_string()))
-    with pytest.raises(PhotozInputError, match=r"Column 'r_cModelFlux' must hold numbers but has type "
-                                               r"large_string \(values such as \['1.5', 'abc', ''\]\)"):
+    table = table.set_column(
+        i,
+        pa.field("r_cModelFlux", pa.large_string()),
+        pa.array(["1.5", "abc", "", "2"], type=pa.large_string()),
+    )
+    with pytest.raises(
+        PhotozInputError,
+        match=r"Column 'r_cModelFlux' must hold numbers but has type "
+        r"large_string \(values such as \['1.5', 'abc', ''\]\)",
+    ):
         predict_photoz(photoz_package, table)
     path = tmp_path / "strings.parquet"
     pq.write_table(table, path)
@@ -285,8 +306,14 @@ def _generic_package(family="generic", version="1.0.0") -> ModelPackage:
     torch.manual_seed(0)
     hp = {"n_features": 4, "n_outputs": 2, "hidden": [8]}
     return ModelPackage.from_model(
-        build_model("mlp", hp), family=family, architecture="mlp", hyperparameters=hp,
-        inputs={"features": list("abcd")}, outputs={}, version=version, provenance={},
+        build_model("mlp", hp),
+        family=family,
+        architecture="mlp",
+        hyperparameters=hp,
+        inputs={"features": list("abcd")},
+        outputs={},
+        version=version,
+        provenance={},
     )
 
 

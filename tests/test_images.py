@@ -12,8 +12,15 @@ from lsst.meas.ml.butler import RepoConfigError, check_repo, create_repo, open_r
 from lsst.meas.ml.images import Box, ImageError, PixelPlanes
 from lsst.meas.ml.stack_images import read_afw_masked_image, to_masked_image, to_visit_image
 
-IDENTITY = dict(instrument="MLSim", visit=42, detector_id=1, detector_name="R00_S01",
-                physical_filter="MLSim-r", mjd=60500.1, exposure_time=30.0)
+IDENTITY = dict(
+    instrument="MLSim",
+    visit=42,
+    detector_id=1,
+    detector_name="R00_S01",
+    physical_filter="MLSim-r",
+    mjd=60500.1,
+    exposure_time=30.0,
+)
 
 
 def make_planes(wcs, shape=(80, 100), xy0=(1000, 2000)):
@@ -31,10 +38,26 @@ def make_planes(wcs, shape=(80, 100), xy0=(1000, 2000)):
 def sip_wcs(shape=(4000, 4000)):
     """A TAN-SIP WCS whose distortion moves the corners by about two pixels."""
     header = {
-        "CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "CRPIX1": shape[1] / 2, "CRPIX2": shape[0] / 2,
-        "CRVAL1": 150.1, "CRVAL2": 2.2, "CD1_1": -5.5e-5, "CD1_2": 1e-6, "CD2_1": 1e-6, "CD2_2": 5.5e-5,
-        "A_ORDER": 2, "B_ORDER": 2, "A_2_0": 2e-7, "A_0_2": -1e-7, "A_1_1": 5e-8, "B_2_0": -1e-7,
-        "B_0_2": 2e-7, "B_1_1": 3e-8, "NAXIS1": shape[1], "NAXIS2": shape[0],
+        "CTYPE1": "RA---TAN-SIP",
+        "CTYPE2": "DEC--TAN-SIP",
+        "CRPIX1": shape[1] / 2,
+        "CRPIX2": shape[0] / 2,
+        "CRVAL1": 150.1,
+        "CRVAL2": 2.2,
+        "CD1_1": -5.5e-5,
+        "CD1_2": 1e-6,
+        "CD2_1": 1e-6,
+        "CD2_2": 5.5e-5,
+        "A_ORDER": 2,
+        "B_ORDER": 2,
+        "A_2_0": 2e-7,
+        "A_0_2": -1e-7,
+        "A_1_1": 5e-8,
+        "B_2_0": -1e-7,
+        "B_0_2": 2e-7,
+        "B_1_1": 3e-8,
+        "NAXIS1": shape[1],
+        "NAXIS2": shape[0],
     }
     return WCS(fits.Header(header))
 
@@ -95,8 +118,9 @@ def test_sky_positions_at_detector_corners_match_the_sky_projection():
     """The full WCS (SIP included) agrees with lsst.images' SkyProjection to far better than 1 mas."""
     shape = (4000, 4000)
     wcs = sip_wcs(shape)
-    planes = PixelPlanes(np.zeros(shape, np.float32), wcs=wcs, psf=np.ones((3, 3), np.float32) / 9,
-                         band="r", xy0=(0, 0))
+    planes = PixelPlanes(
+        np.zeros(shape, np.float32), wcs=wcs, psf=np.ones((3, 3), np.float32) / 9, band="r", xy0=(0, 0)
+    )
     visit_image = to_visit_image(planes, **IDENTITY)
     xs = np.array([0.0, shape[1] - 1.0, 0.0, shape[1] - 1.0])
     ys = np.array([0.0, 0.0, shape[0] - 1.0, shape[0] - 1.0])
@@ -106,8 +130,12 @@ def test_sky_positions_at_detector_corners_match_the_sky_projection():
     assert sep.max() < 1.0  # mas
     # The same corners through the astropy WCS the simulation uses (SIP applied).
     astropy_sky = planes.pixel_to_sky(xs, ys)
-    sep = np.hypot((astropy_sky[0] - ref.ra.deg) * np.cos(np.radians(ref.dec.deg)),
-                   astropy_sky[1] - ref.dec.deg) * 3.6e6
+    sep = (
+        np.hypot(
+            (astropy_sky[0] - ref.ra.deg) * np.cos(np.radians(ref.dec.deg)), astropy_sky[1] - ref.dec.deg
+        )
+        * 3.6e6
+    )
     assert sep.max() < 1.0
     # SIP matters here: a TAN-only WCS is off by far more than 1 mas at the corners.
     tan = wcs.deepcopy()
@@ -131,13 +159,18 @@ def test_afw_written_file_reads_without_afw(tmp_path, simple_wcs):
     header["LTV1"], header["LTV2"] = -original.xy0[0], -original.xy0[1]
     header["BUNIT"] = "nJy"
     mask_header = fits.Header({"EXTNAME": "MASK", "MP_BAD": 0, "MP_SAT": 1})
-    hdus = fits.HDUList([
-        fits.PrimaryHDU(),
-        fits.ImageHDU(original.image, header=header, name="IMAGE"),
-        fits.ImageHDU(original.mask, header=mask_header),
-        fits.ImageHDU(original.variance, header=fits.Header({"LTV1": header["LTV1"], "LTV2": header["LTV2"]}),
-                      name="VARIANCE"),
-    ])
+    hdus = fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(original.image, header=header, name="IMAGE"),
+            fits.ImageHDU(original.mask, header=mask_header),
+            fits.ImageHDU(
+                original.variance,
+                header=fits.Header({"LTV1": header["LTV1"], "LTV2": header["LTV2"]}),
+                name="VARIANCE",
+            ),
+        ]
+    )
     for hdu in hdus[2:]:
         hdu.header["LTV1"], hdu.header["LTV2"] = header["LTV1"], header["LTV2"]
     path = tmp_path / "calexp.fits"

@@ -220,6 +220,8 @@ def test_self_supervised_pretraining_trains_the_backbone_and_is_reusable(data):
     assert inline.report["pretrain_loss_end"] == report["pretrain_loss_end"]
     for a, b in zip(inline.package.build_model().parameters(), reused.package.build_model().parameters()):
         torch.testing.assert_close(a, b)
+    with pytest.raises(MorphologyInputError, match="at least 2 stamps"):
+        pretrain_morphology(partly.subset(np.arange(1)), config)
     with pytest.raises(MorphologyInputError, match="pretrain_steps > 0"):
         pretrain_morphology(partly, MorphologyTrainingConfig(**common))
     for bad in (
@@ -233,7 +235,14 @@ def test_self_supervised_pretraining_trains_the_backbone_and_is_reusable(data):
 
 
 def test_quality_gains_are_paired_by_seed_and_tabulated():
-    from lsst.meas.ml.morphology.quality import FIXMATCH, PRETRAINED, SUPERVISED, format_table, paired_gains
+    from lsst.meas.ml.morphology.quality import (
+        FIXMATCH,
+        PRETRAINED,
+        SUPERVISED,
+        format_gains,
+        format_table,
+        paired_gains,
+    )
 
     def report(sup, pre, fix):
         runs = []
@@ -266,6 +275,11 @@ def test_quality_gains_are_paired_by_seed_and_tabulated():
     assert pre["accuracy_gain_se"] == pytest.approx(np.std([0.05, -0.01], ddof=1) / np.sqrt(2))
     assert gains[FIXMATCH]["accuracy_gain"] == pytest.approx(-0.01)
     assert np.isnan(paired_gains(reports[:1])[0]["accuracy_gain_se"])
+    gain_rows = format_gains(paired_gains(reports)).splitlines()
+    assert (
+        len(gain_rows) == 2 + 2
+        and f"| {PRETRAINED} | 10% | 2 | +0.020 ± 0.030 | 1 | +0.030 ± 0.010 | 2 |" in gain_rows
+    )
     table = format_table(reports[0]).splitlines()
     assert len(table) == 2 + 4 and "| DAT | supervised | 10% | 10 | 0.300 | 0.200 | - | 1 |" in table
 

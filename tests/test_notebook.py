@@ -29,10 +29,15 @@ def kernel(tmp_path, monkeypatch) -> str:
     """A kernelspec whose interpreter is this one (the venv's), found through JUPYTER_PATH."""
     spec = tmp_path / "jupyter" / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "meas_ml test", "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "meas_ml test",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return KERNEL
 
@@ -64,8 +69,9 @@ def test_notebook_runs(shape, kernel, tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert 5 <= len(code_cells) <= 10
-    client = nbclient.NotebookClient(nb, timeout=TIMEOUT_S, kernel_name=kernel,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=TIMEOUT_S, kernel_name=kernel, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
 
     outputs = [out for cell in code_cells for out in cell.outputs]

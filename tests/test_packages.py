@@ -142,8 +142,14 @@ def test_model_not_matching_architecture_refused_at_creation():
     model = build_model("mlp", {"n_features": 4, "n_outputs": 3, "hidden": [8]})
     with pytest.raises(PackageError, match="tensor shapes do not fit"):
         ModelPackage.from_model(
-            model, family="generic", architecture="mlp", hyperparameters=MLP_HP,
-            inputs={}, outputs={}, version="1", provenance={},
+            model,
+            family="generic",
+            architecture="mlp",
+            hyperparameters=MLP_HP,
+            inputs={},
+            outputs={},
+            version="1",
+            provenance={},
         )
 
 

@@ -19,10 +19,21 @@ from lsst.meas.ml.photoz.train import PhotozTrainingConfig, train_photoz, train_
 from lsst.meas.ml.simulate.photometry import make_photometric_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ["objectId", "photoz_mean", "photoz_mode", "photoz_median", "photoz_std", "photoz_lo68",
-           "photoz_hi68", "photoz_pdf", "photoz_ood_score", "photoz_flags"]
-SMALL = dict(n_bins=64, hidden=(32, 32), n_members=2, epochs=40, batch_size=64, learning_rate=5e-3,
-             num_threads=1)
+COLUMNS = [
+    "objectId",
+    "photoz_mean",
+    "photoz_mode",
+    "photoz_median",
+    "photoz_std",
+    "photoz_lo68",
+    "photoz_hi68",
+    "photoz_pdf",
+    "photoz_ood_score",
+    "photoz_flags",
+]
+SMALL = dict(
+    n_bins=64, hidden=(32, 32), n_members=2, epochs=40, batch_size=64, learning_rate=5e-3, num_threads=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +44,13 @@ def catalogs():
 @pytest.fixture(scope="module")
 def trained(catalogs):
     train, _ = catalogs
-    return train_photoz_table(train, PhotozColumns(), "redshift", PhotozTrainingConfig(**SMALL),
-                              provenance={"training_data": "synthetic"})
+    return train_photoz_table(
+        train,
+        PhotozColumns(),
+        "redshift",
+        PhotozTrainingConfig(**SMALL),
+        provenance={"training_data": "synthetic"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -171,17 +187,28 @@ def test_ood_score_is_larger_off_the_training_set(trained, catalogs):
 def test_influence_proponents_have_similar_redshifts(trained, catalogs):
     train, test = catalogs
     cols = PhotozColumns()
-    res = training_influence(trained.package, cols.extract(train), np.asarray(train["redshift"]),
-                             cols.extract(test[:20]), query_redshift=np.asarray(test["redshift"][:20]),
-                             top_k=5)
+    res = training_influence(
+        trained.package,
+        cols.extract(train),
+        np.asarray(train["redshift"]),
+        cols.extract(test[:20]),
+        query_redshift=np.asarray(test["redshift"][:20]),
+        top_k=5,
+    )
     assert res["indices"].shape == (20, 5) and np.all(np.diff(res["scores"], axis=1) <= 1e-12)
     z_top = np.asarray(train["redshift"])[res["indices"][:, 0]]
     z_rand = np.asarray(train["redshift"])[np.random.default_rng(0).integers(0, len(train), 20)]
     dz_top = np.median(np.abs(z_top - test["redshift"][:20]))
     dz_rand = np.median(np.abs(z_rand - test["redshift"][:20]))
     assert dz_top < 0.5 * dz_rand
-    opp = training_influence(trained.package, cols.extract(train), np.asarray(train["redshift"]),
-                             cols.extract(test[:3]), top_k=3, kind="opponents")
+    opp = training_influence(
+        trained.package,
+        cols.extract(train),
+        np.asarray(train["redshift"]),
+        cols.extract(test[:3]),
+        top_k=3,
+        kind="opponents",
+    )
     assert np.all(opp["scores"] <= res["scores"][:3, :1])
 
 
@@ -223,27 +250,108 @@ def test_cli_train_predict_rank_influence(tmp_path, catalogs):
     test_pq = tmp_path / "test.parquet"
     write_table(test, test_pq)
     pkg = tmp_path / "cli.safetensors"
-    rc = main(["train", "photoz", "--input", str(train_csv), "--out", str(pkg), "--members", "1",
-               "--epochs", "3", "--bins", "40", "--hidden", "16", "16", "--threads", "1",
-               "--plots", str(tmp_path / "plots")])
+    rc = main(
+        [
+            "train",
+            "photoz",
+            "--input",
+            str(train_csv),
+            "--out",
+            str(pkg),
+            "--members",
+            "1",
+            "--epochs",
+            "3",
+            "--bins",
+            "40",
+            "--hidden",
+            "16",
+            "16",
+            "--threads",
+            "1",
+            "--plots",
+            str(tmp_path / "plots"),
+        ]
+    )
     assert rc == 0 and pkg.exists()
     assert (tmp_path / "plots" / "photoz_pit.png").exists()
     assert ModelPackage.load(pkg).provenance["metrics"]["n"] > 0
     out = tmp_path / "out.parquet"
-    assert main(["predict", "photoz", "--model", str(pkg), "--input", str(test_pq), "--out", str(out),
-                 "--pdf-format", "both"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--model",
+                str(pkg),
+                "--input",
+                str(test_pq),
+                "--out",
+                str(out),
+                "--pdf-format",
+                "both",
+            ]
+        )
+        == 0
+    )
     cat = read_table(out)
     assert set(COLUMNS) <= set(cat.colnames) and len(cat) == len(test)
     assert cat["photoz_pdf"].shape == (len(test), 40) and cat.meta["photoz_bin_edges"][-1] == 3.0
     # Other bands than the model's: a one-line error, exit code 2.
-    assert main(["predict", "photoz", "--model", str(pkg), "--input", str(test_pq), "--out", str(out),
-                 "--bands", "gri"]) == 2
-    assert main(["photoz-rank", "--model", str(pkg), "--input", str(test_pq), "--out",
-                 str(tmp_path / "rank.parquet"), "--n-select", "10"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--model",
+                str(pkg),
+                "--input",
+                str(test_pq),
+                "--out",
+                str(out),
+                "--bands",
+                "gri",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "photoz-rank",
+                "--model",
+                str(pkg),
+                "--input",
+                str(test_pq),
+                "--out",
+                str(tmp_path / "rank.parquet"),
+                "--n-select",
+                "10",
+            ]
+        )
+        == 0
+    )
     assert len(read_table(tmp_path / "rank.parquet")) == len(test)
-    assert main(["photoz-influence", "--model", str(pkg), "--train", str(train_csv), "--input", str(test_pq),
-                 "--object-id", str(test["objectId"][0]), "--top-k", "3", "--out",
-                 str(tmp_path / "infl.parquet")]) == 0
+    assert (
+        main(
+            [
+                "photoz-influence",
+                "--model",
+                str(pkg),
+                "--train",
+                str(train_csv),
+                "--input",
+                str(test_pq),
+                "--object-id",
+                str(test["objectId"][0]),
+                "--top-k",
+                "3",
+                "--out",
+                str(tmp_path / "infl.parquet"),
+            ]
+        )
+        == 0
+    )
     assert len(read_table(tmp_path / "infl.parquet")) == 3
 
 
@@ -253,12 +361,53 @@ def test_cli_input_errors_are_one_line(tmp_path, package_path, catalogs):
     del t["u_cModelFluxErr"]
     bad = tmp_path / "bad.parquet"
     write_table(t, bad)
-    assert main(["predict", "photoz", "--model", str(package_path), "--input", str(bad), "--out",
-                 str(tmp_path / "x.parquet")]) == 2
-    assert main(["predict", "photoz", "--model", str(package_path), "--input", str(bad), "--out",
-                 str(tmp_path / "x.parquet"), "--missing-band", "missing"]) == 0
-    assert main(["predict", "photoz", "--model", str(package_path), "--input", str(tmp_path / "none.csv"),
-                 "--out", str(tmp_path / "x.parquet")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--model",
+                str(package_path),
+                "--input",
+                str(bad),
+                "--out",
+                str(tmp_path / "x.parquet"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--model",
+                str(package_path),
+                "--input",
+                str(bad),
+                "--out",
+                str(tmp_path / "x.parquet"),
+                "--missing-band",
+                "missing",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--model",
+                str(package_path),
+                "--input",
+                str(tmp_path / "none.csv"),
+                "--out",
+                str(tmp_path / "x.parquet"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_default_package_predicts_on_cosmodc2_like_fluxes(tmp_path):
@@ -292,19 +441,53 @@ def test_train_from_butler_and_pipetask_run(repo, tmp_path):
     from lsst.daf.butler import Butler
 
     pkg = tmp_path / "butler.safetensors"
-    rc = main(["train", "photoz", "--butler", str(repo), "--collections", "MLSim/defaults",
-               "--specz-dataset", "truth_object", "--redshift-column", "redshift", "--out", str(pkg),
-               "--members", "1", "--epochs", "3", "--bins", "32", "--hidden", "16", "--threads", "1"])
+    rc = main(
+        [
+            "train",
+            "photoz",
+            "--butler",
+            str(repo),
+            "--collections",
+            "MLSim/defaults",
+            "--specz-dataset",
+            "truth_object",
+            "--redshift-column",
+            "redshift",
+            "--out",
+            str(pkg),
+            "--members",
+            "1",
+            "--epochs",
+            "3",
+            "--bins",
+            "32",
+            "--hidden",
+            "16",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0
     package = ModelPackage.load(pkg)
     assert "butler:" in package.provenance["training_data"]
     assert main(["register", str(repo), str(pkg), "--run", "models/photoz/test"]) == 0
 
     pipetask = Path(sys.executable).with_name("pipetask")
-    cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
-           "-i", "MLSim/defaults,models/photoz/test", "-o", "u/test/photoz",
-           "-p", str(ROOT / "pipelines" / "photoz.yaml"), "--register-dataset-types",
-           "-c", "estimatePhotoz:pdfFormat=both"]
+    cmd = [
+        str(pipetask) if pipetask.exists() else "pipetask",
+        "run",
+        "-b",
+        str(repo),
+        "-i",
+        "MLSim/defaults,models/photoz/test",
+        "-o",
+        "u/test/photoz",
+        "-p",
+        str(ROOT / "pipelines" / "photoz.yaml"),
+        "--register-dataset-types",
+        "-c",
+        "estimatePhotoz:pdfFormat=both",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -359,8 +542,15 @@ def test_task_config_validation():
 def test_training_options_all_colours_noise_ema_and_refit():
     t = make_photometric_catalog(300, seed=5)
     cfg = PhotozTrainingConfig(
-        **{**SMALL, "epochs": 4, "n_members": 1, "colours": "all", "flux_noise": 0.5, "ema_decay": 0.9,
-           "refit": True}
+        **{
+            **SMALL,
+            "epochs": 4,
+            "n_members": 1,
+            "colours": "all",
+            "flux_noise": 0.5,
+            "ema_decay": 0.9,
+            "refit": True,
+        }
     )
     result = train_photoz_table(t, PhotozColumns(), "redshift", cfg)
     pkg = result.package
@@ -376,8 +566,18 @@ def test_training_options_all_colours_noise_ema_and_refit():
 
 def test_train_command_refuses_bad_settings_before_reading_the_table(tmp_path, capsys):
     # The input does not exist: the settings are refused first, as a one-line error.
-    rc = main(["train", "photoz", "--input", str(tmp_path / "absent.parquet"), "--out",
-               str(tmp_path / "p.safetensors"), "--noise-augment", "-1"])
+    rc = main(
+        [
+            "train",
+            "photoz",
+            "--input",
+            str(tmp_path / "absent.parquet"),
+            "--out",
+            str(tmp_path / "p.safetensors"),
+            "--noise-augment",
+            "-1",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "noise_augment must be >= 0" in err and "Traceback" not in err

@@ -54,9 +54,7 @@ def test_features_flag_nan_and_bad_errors_as_missing_and_stay_finite():
     assert f.shape == (5, n_features(nb, False))
     assert torch.isfinite(f).all()
     missing = f[:, -nb:]
-    np.testing.assert_array_equal(
-        missing.numpy(), [[0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 1, 1], [1, 1, 1]]
-    )
+    np.testing.assert_array_equal(missing.numpy(), [[0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 1, 1], [1, 1, 1]])
     # Colours: g - r of the first row equals the Pogson colour 2.5 log10(2000/1000) (bright, b small).
     assert (f[0, nb] - f[0, nb + 1]).abs() > 0  # not a constant
     assert f[0, nb].item() == pytest.approx(2.5 * math.log10(2.0), abs=0.01)
@@ -68,8 +66,11 @@ def test_extract_reads_astropy_pandas_arrow_and_dict_alike():
     ref = cols.extract(t)
     assert ref.shape == (4, 6) and ref.dtype == np.float32
     np.testing.assert_array_equal(ref[0], [1000, 2000, 3000, 10, 10, 10])
-    for other in (t.to_pandas(), pa.table({c: np.asarray(t[c]) for c in t.colnames}),
-                  {c: np.asarray(t[c]) for c in t.colnames}):
+    for other in (
+        t.to_pandas(),
+        pa.table({c: np.asarray(t[c]) for c in t.colnames}),
+        {c: np.asarray(t[c]) for c in t.colnames},
+    ):
         np.testing.assert_array_equal(cols.extract(other), ref)
 
 

@@ -164,9 +164,19 @@ def test_physics_helpers_and_mixes():
 
 
 def test_selection_of_ood_and_requested_objects():
-    photoz = Table({"objectId": np.array([10, 11, 12, 13]),
-                    "photoz_flags": np.array([0, PhotozFlag.OUT_OF_DISTRIBUTION, PhotozFlag.MISSING_BAND,
-                                              PhotozFlag.OUT_OF_DISTRIBUTION | PhotozFlag.MISSING_BAND])})
+    photoz = Table(
+        {
+            "objectId": np.array([10, 11, 12, 13]),
+            "photoz_flags": np.array(
+                [
+                    0,
+                    PhotozFlag.OUT_OF_DISTRIBUTION,
+                    PhotozFlag.MISSING_BAND,
+                    PhotozFlag.OUT_OF_DISTRIBUTION | PhotozFlag.MISSING_BAND,
+                ]
+            ),
+        }
+    )
     ids, user = select_followup(photoz, extra_ids=[12, 999])
     assert ids.tolist() == [11, 12, 13] and user.tolist() == [False, True, False]
     ids, user = select_followup(photoz, all_rows=True)
@@ -229,9 +239,19 @@ def test_followup_task_through_pipetask_run(repo):
 
     assert main(["register", str(repo), DEFAULT_PACKAGE_PATH, "--run", "models/photoz/test"]) == 0
     pipetask = Path(sys.executable).with_name("pipetask")
-    cmd = [str(pipetask) if pipetask.exists() else "pipetask", "run", "-b", str(repo),
-           "-i", "MLSim/defaults,models/photoz/test", "-o", "u/test/photoz_followup",
-           "-p", str(ROOT / "pipelines" / "photoz_followup.yaml"), "--register-dataset-types"]
+    cmd = [
+        str(pipetask) if pipetask.exists() else "pipetask",
+        "run",
+        "-b",
+        str(repo),
+        "-i",
+        "MLSim/defaults,models/photoz/test",
+        "-o",
+        "u/test/photoz_followup",
+        "-p",
+        str(ROOT / "pipelines" / "photoz_followup.yaml"),
+        "--register-dataset-types",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -245,8 +265,10 @@ def test_followup_task_through_pipetask_run(repo):
     assert sorted(np.asarray(follow["objectId"]).tolist()) == expected
     assert set(empty_followup_table().colnames) == set(follow.colnames)
     good = (np.asarray(follow["photoz_bayes_flags"]) & PhotozBayesFlag.NO_DATA) == 0
-    assert np.all((follow["photoz_bayes_lo68"][good] <= follow["photoz_bayes_median"][good])
-                  & (follow["photoz_bayes_median"][good] <= follow["photoz_bayes_hi68"][good]))
+    assert np.all(
+        (follow["photoz_bayes_lo68"][good] <= follow["photoz_bayes_median"][good])
+        & (follow["photoz_bayes_median"][good] <= follow["photoz_bayes_hi68"][good])
+    )
     lines = summarize(butler, ["u/test/photoz_followup", "MLSim/defaults"])
     assert lines[0].startswith("ml_photoz_followup tract") and "template fit" in lines[1]
 
@@ -258,8 +280,12 @@ def test_task_run_without_butler_and_connections(templates):
     grid = templates.build_model()
     fluxes, errors, _ = _template_objects(grid, 5, seed=11)
     objects = _table(fluxes, errors, ids=np.arange(100, 105))
-    photoz = Table({"objectId": np.arange(100, 105),
-                    "photoz_flags": np.array([0, PhotozFlag.OUT_OF_DISTRIBUTION, 0, 0, 0], dtype=np.int32)})
+    photoz = Table(
+        {
+            "objectId": np.arange(100, 105),
+            "photoz_flags": np.array([0, PhotozFlag.OUT_OF_DISTRIBUTION, 0, 0, 0], dtype=np.int32),
+        }
+    )
     config = FollowupPhotozConfig()
     config.extraObjectIds = [103]
     task = FollowupPhotozTask(config=config)

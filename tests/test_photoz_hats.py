@@ -28,8 +28,15 @@ from lsst.meas.ml.photoz.hats import (  # noqa: E402
 )
 from lsst.meas.ml.photoz.predict import PhotozFlag, default_package, predict_photoz  # noqa: E402
 
-SCALAR_COLUMNS = ["photoz_mean", "photoz_mode", "photoz_median", "photoz_std", "photoz_lo68", "photoz_hi68",
-                  "photoz_ood_score"]
+SCALAR_COLUMNS = [
+    "photoz_mean",
+    "photoz_mode",
+    "photoz_median",
+    "photoz_std",
+    "photoz_lo68",
+    "photoz_hi68",
+    "photoz_ood_score",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +60,17 @@ def objects_hats(tmp_path_factory):
     parquet = write_table(objects, str(root / "objects.parquet"))
     with Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as client:
         args = ImportArguments(
-            output_artifact_name="objects", input_file_list=[parquet], file_reader="parquet",
-            ra_column="coord_ra", dec_column="coord_dec", output_path=str(root), pixel_threshold=600,
-            highest_healpix_order=7, progress_bar=False, resume=False, tmp_dir=str(root / "tmp"),
+            output_artifact_name="objects",
+            input_file_list=[parquet],
+            file_reader="parquet",
+            ra_column="coord_ra",
+            dec_column="coord_dec",
+            output_path=str(root),
+            pixel_threshold=600,
+            highest_healpix_order=7,
+            progress_bar=False,
+            resume=False,
+            tmp_dir=str(root / "tmp"),
         )
         pipeline_with_client(args, client)
     return objects, str(root / "objects")
@@ -82,11 +97,16 @@ def _check_same_as_predict_photoz(out_frame, table, package):
     got = _by_id(out_frame)
     np.testing.assert_array_equal(got["objectId"].to_numpy(np.int64), np.asarray(expected["objectId"]))
     for name in SCALAR_COLUMNS:
-        np.testing.assert_allclose(got[name].to_numpy(np.float64, na_value=np.nan),
-                                   np.asarray(expected[name], dtype=np.float64),
-                                   rtol=1e-5, atol=1e-6, err_msg=name)
-    np.testing.assert_array_equal(got["photoz_flags"].to_numpy(np.int32),
-                                  np.asarray(expected["photoz_flags"]))
+        np.testing.assert_allclose(
+            got[name].to_numpy(np.float64, na_value=np.nan),
+            np.asarray(expected[name], dtype=np.float64),
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=name,
+        )
+    np.testing.assert_array_equal(
+        got["photoz_flags"].to_numpy(np.int32), np.asarray(expected["photoz_flags"])
+    )
     np.testing.assert_allclose(_pdfs(got["photoz_pdf"]), np.asarray(expected["photoz_pdf"]), atol=1e-6)
 
 
@@ -105,20 +125,29 @@ def test_hats_in_process_matches_predict_photoz(objects_hats, package, tmp_path)
     assert {"objectId", "coord_ra", "coord_dec", "photoz_pdf", "photoz_flags"} <= set(frame.columns)
     _check_same_as_predict_photoz(frame, table, package)
     assert summary["out_of_distribution"] == int(
-        ((frame["photoz_flags"].to_numpy() & int(PhotozFlag.OUT_OF_DISTRIBUTION)) != 0).sum())
+        ((frame["photoz_flags"].to_numpy() & int(PhotozFlag.OUT_OF_DISTRIBUTION)) != 0).sum()
+    )
     meta = read_photoz_hats_meta(out)
     assert meta["photoz_bin_edges"] == [float(e) for e in package.outputs["bin_edges"]]
     assert meta["ml_model"]["sha256"] == package.sha256
     assert meta["columns"]["photoz_mean"]["description"]
 
     # The join documented in doc/photoz_hats.md (same partitions: no margin cache needed).
-    joined = source.join(result, left_on="objectId", right_on="objectId", suffixes=("", "_photoz"),
-                         suffix_method="overlapping_columns", log_changes=False).compute(progress_bar=False)
+    joined = source.join(
+        result,
+        left_on="objectId",
+        right_on="objectId",
+        suffixes=("", "_photoz"),
+        suffix_method="overlapping_columns",
+        log_changes=False,
+    ).compute(progress_bar=False)
     assert len(joined) == len(table)
     joined, mine = _by_id(joined), _by_id(frame)
     np.testing.assert_array_equal(joined["photoz_mean"].to_numpy(float), mine["photoz_mean"].to_numpy(float))
-    np.testing.assert_array_equal(joined["u_cModelFlux"].to_numpy(float),
-                                  np.asarray(table["u_cModelFlux"])[np.argsort(np.asarray(table["objectId"]))])
+    np.testing.assert_array_equal(
+        joined["u_cModelFlux"].to_numpy(float),
+        np.asarray(table["u_cModelFlux"])[np.argsort(np.asarray(table["objectId"]))],
+    )
 
     with pytest.raises(HatsError, match="exists"):
         predict_photoz_hats(package, hats_path, out, n_workers=0)
@@ -133,10 +162,11 @@ def test_hats_dask_worker_process(objects_hats, package, tmp_path):
 
     table, hats_path = objects_hats
     out = tmp_path / "photoz"
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        summary = predict_photoz_hats(package, hats_path, out, client=client, device="cpu",
-                                      pdf_format="both")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        summary = predict_photoz_hats(package, hats_path, out, client=client, device="cpu", pdf_format="both")
         stats = list(client.run(worker_stats).values())
         threads = list(client.run(lambda: __import__("torch").get_num_threads()).values())
     assert summary["workers"] == 1
@@ -145,8 +175,10 @@ def test_hats_dask_worker_process(objects_hats, package, tmp_path):
     assert threads == [1]
     frame = lsdb.open_catalog(out).compute(progress_bar=False)
     _check_same_as_predict_photoz(frame, table, package)
-    assert _pdfs(frame["photoz_pdf_quantiles"]).shape == (len(table), len(read_photoz_hats_meta(out)[
-        "photoz_quantile_levels"]))
+    assert _pdfs(frame["photoz_pdf_quantiles"]).shape == (
+        len(table),
+        len(read_photoz_hats_meta(out)["photoz_quantile_levels"]),
+    )
 
 
 def test_hats_missing_band_columns(objects_hats, package, tmp_path):
@@ -160,7 +192,8 @@ def test_hats_missing_band_columns(objects_hats, package, tmp_path):
     assert not (tmp_path / "out").exists()
     no_id = tmp_path / "no_id"
     source[[c for c in source.columns if c != "objectId"]].write_catalog(
-        no_id, as_collection=False, progress_bar=False)
+        no_id, as_collection=False, progress_bar=False
+    )
     with pytest.raises(PhotozInputError, match="objectId"):
         predict_photoz_hats(package, no_id, tmp_path / "out", n_workers=0)
     with pytest.raises(HatsError, match="does not exist"):
@@ -172,12 +205,13 @@ def test_hats_empty_partition_and_catalog_object(objects_hats, package, tmp_path
     table, hats_path = objects_hats
     cut = float(np.median(np.asarray(table["coord_ra"])))
     filtered = lsdb.open_catalog(hats_path).query(f"coord_ra < {cut}")
-    sizes = [len(filtered.partitions[i].compute(progress_bar=False))
-             for i in range(len(filtered.get_healpix_pixels()))]
+    sizes = [
+        len(filtered.partitions[i].compute(progress_bar=False))
+        for i in range(len(filtered.get_healpix_pixels()))
+    ]
     assert 0 in sizes and sum(sizes) > 0
     out = tmp_path / "photoz"
-    summary = predict_photoz_hats(package, filtered, out, n_workers=0, device="cpu",
-                                  duplicates="catalog")
+    summary = predict_photoz_hats(package, filtered, out, n_workers=0, device="cpu", duplicates="catalog")
     kept = table[np.asarray(table["coord_ra"]) < cut]
     assert summary["rows"] == len(kept)
     frame = lsdb.open_catalog(out).compute(progress_bar=False)
@@ -189,8 +223,25 @@ def test_cli_predict_photoz_hats(objects_hats, tmp_path, capsys):
 
     table, hats_path = objects_hats
     out = tmp_path / "cli_photoz"
-    assert main(["predict", "photoz", "--hats", hats_path, "--out", str(out), "--workers", "0",
-                 "--device", "cpu", "--pdf-format", "quantiles"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--hats",
+                hats_path,
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--pdf-format",
+                "quantiles",
+            ]
+        )
+        == 0
+    )
     assert f"{len(table)} photo-z rows" in capsys.readouterr().out
     frame = lsdb.open_catalog(out).compute(progress_bar=False)
     assert "photoz_pdf" not in frame.columns and "photoz_pdf_quantiles" in frame.columns
@@ -198,5 +249,15 @@ def test_cli_predict_photoz_hats(objects_hats, tmp_path, capsys):
     assert main(["predict", "photoz", "--hats", hats_path, "--out", str(out), "--workers", "0"]) != 0
     assert "exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["predict", "photoz", "--hats", hats_path, "--input", os.fspath(tmp_path / "x.parquet"),
-              "--out", str(tmp_path / "y")])
+        main(
+            [
+                "predict",
+                "photoz",
+                "--hats",
+                hats_path,
+                "--input",
+                os.fspath(tmp_path / "x.parquet"),
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )

@@ -103,8 +103,9 @@ def test_streamed_file_equals_whole_table_file(tmp_path, package, engine, catalo
     whole = _whole_table_file(package, engine, catalog, tmp_path / "whole.parquet", pdf_format)
     out = tmp_path / "stream.parquet"
     with caplog.at_level(logging.WARNING, logger="lsst.meas.ml.photoz.predict"):
-        summary = predict_photoz_file(package, source, out, engine=engine, chunk_size=CHUNK,
-                                      pdf_format=pdf_format)
+        summary = predict_photoz_file(
+            package, source, out, engine=engine, chunk_size=CHUNK, pdf_format=pdf_format
+        )
     assert summary["rows"] == N and summary["chunk_size"] == 512 and summary["streamed"]
     assert pq.ParquetFile(out).metadata.num_row_groups == 6  # really written chunk by chunk
     _assert_same_file(whole, out)
@@ -135,13 +136,31 @@ def test_cli_streams_parquet_csv_and_hdf5_to_the_same_catalog(tmp_path, package,
     for source, kind in ((pq_in, "parquet"), (csv_in, "csv"), (h5_in, "hdf5")):
         assert TableChunks(source, ["objectId"], chunk_size=10).kind == kind
         out = tmp_path / f"out_{kind}.parquet"
-        assert main(["predict", "photoz", "--input", str(source), "--out", str(out), "--device", "cpu",
-                     "--batch-size", str(BATCH), "--chunk-size", str(CHUNK)]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "photoz",
+                    "--input",
+                    str(source),
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                    "--batch-size",
+                    str(BATCH),
+                    "--chunk-size",
+                    str(CHUNK),
+                ]
+            )
+            == 0
+        )
         _assert_same_file(whole, out)
 
 
-def test_files_that_cannot_be_streamed_are_read_whole_with_the_same_result(tmp_path, package, engine,
-                                                                          catalog):
+def test_files_that_cannot_be_streamed_are_read_whole_with_the_same_result(
+    tmp_path, package, engine, catalog
+):
     whole = _whole_table_file(package, engine, catalog, tmp_path / "whole.parquet")
     table_h5 = tmp_path / "table.h5"
     catalog.write(table_h5, path="data", serialize_meta=True)
@@ -167,8 +186,9 @@ def test_input_without_id_column_gets_row_indices_across_chunks(tmp_path, packag
 
 def test_string_ids_longer_in_later_chunks_are_kept_whole(tmp_path, package, engine, catalog):
     table = catalog[:1200].copy()
-    table["objectId"] = np.array([f"obj{i}" if i < 1000 else f"object-with-a-long-name-{i}"
-                                  for i in range(1200)])
+    table["objectId"] = np.array(
+        [f"obj{i}" if i < 1000 else f"object-with-a-long-name-{i}" for i in range(1200)]
+    )
     table["objectId"][1100] = "obj7"  # repeated across chunks
     source = tmp_path / "strings.parquet"
     write_table(table, source)
@@ -193,13 +213,35 @@ def test_magnitude_inputs_are_converted_chunk_by_chunk(tmp_path, package, engine
         mags[f"mag_err_{band}"] = np.where(mag < 99, 0.05, 27.0)
     source = tmp_path / "mags.parquet"
     write_table(mags, source)
-    converted = flux_table_from_magnitudes(mags, list("ugrizy"), "mag_{band}", "mag_err_{band}",
-                                           keep=["objectId"])
+    converted = flux_table_from_magnitudes(
+        mags, list("ugrizy"), "mag_{band}", "mag_err_{band}", keep=["objectId"]
+    )
     whole = _whole_table_file(package, engine, converted, tmp_path / "whole.parquet")
     out = tmp_path / "out.parquet"
-    assert main(["predict", "photoz", "--input", str(source), "--out", str(out), "--magnitudes",
-                 "--flux-template", "mag_{band}", "--flux-err-template", "mag_err_{band}", "--device", "cpu",
-                 "--batch-size", str(BATCH), "--chunk-size", str(CHUNK)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "photoz",
+                "--input",
+                str(source),
+                "--out",
+                str(out),
+                "--magnitudes",
+                "--flux-template",
+                "mag_{band}",
+                "--flux-err-template",
+                "mag_err_{band}",
+                "--device",
+                "cpu",
+                "--batch-size",
+                str(BATCH),
+                "--chunk-size",
+                str(CHUNK),
+            ]
+        )
+        == 0
+    )
     _assert_same_file(whole, out)
 
 
@@ -236,8 +278,18 @@ def test_bad_csv_value_in_a_later_chunk_leaves_no_output(tmp_path, catalog, caps
     lines[2501] = ",".join(fields)
     source.write_text("\n".join(lines) + "\n")
     out = tmp_path / "new.parquet"
-    args = ["predict", "photoz", "--input", str(source), "--device", "cpu", "--batch-size", str(BATCH),
-            "--chunk-size", str(CHUNK)]
+    args = [
+        "predict",
+        "photoz",
+        "--input",
+        str(source),
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(BATCH),
+        "--chunk-size",
+        str(CHUNK),
+    ]
     assert main(args + ["--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "abc" in err and "'r_cModelFlux'" in err and "Traceback" not in err, err
@@ -251,8 +303,9 @@ def test_bad_csv_value_in_a_later_chunk_leaves_no_output(tmp_path, catalog, caps
     assert sorted(os.listdir(tmp_path)) == ["bad.csv", "existing.parquet"]
 
 
-def test_error_in_a_later_chunk_of_a_parquet_input_leaves_no_output(tmp_path, package, engine, catalog,
-                                                                     monkeypatch):
+def test_error_in_a_later_chunk_of_a_parquet_input_leaves_no_output(
+    tmp_path, package, engine, catalog, monkeypatch
+):
     source = tmp_path / "in.parquet"
     write_table(catalog, source)
     existing = tmp_path / "existing.parquet"
@@ -299,8 +352,9 @@ def test_unreadable_parquet_is_a_clear_error(tmp_path):
 def test_chunked_in_memory_prediction_equals_one_call(package, engine, catalog):
     for pdf_format in ("full", "quantiles"):
         whole = predict_photoz(package, catalog, engine=engine, pdf_format=pdf_format)
-        chunked = predict_photoz_chunked(package, catalog, engine=engine, pdf_format=pdf_format,
-                                         chunk_size=CHUNK)
+        chunked = predict_photoz_chunked(
+            package, catalog, engine=engine, pdf_format=pdf_format, chunk_size=CHUNK
+        )
         assert whole.colnames == chunked.colnames and whole.meta == chunked.meta
         for name in whole.colnames:
             assert whole[name].dtype == chunked[name].dtype and whole[name].unit == chunked[name].unit
@@ -311,8 +365,9 @@ def test_chunked_in_memory_prediction_equals_one_call(package, engine, catalog):
 
     arrow = pa.table({name: np.asarray(catalog[name]) for name in catalog.colnames})
     by_arrow = predict_photoz_chunked(package, arrow, engine=engine, chunk_size=CHUNK)
-    by_dict = predict_photoz_chunked(package, {n: np.asarray(catalog[n]) for n in catalog.colnames},
-                                     engine=engine, chunk_size=CHUNK)
+    by_dict = predict_photoz_chunked(
+        package, {n: np.asarray(catalog[n]) for n in catalog.colnames}, engine=engine, chunk_size=CHUNK
+    )
     whole = predict_photoz(package, catalog, engine=engine)
     for name in whole.colnames:
         assert np.asarray(by_arrow[name]).tobytes() == np.asarray(whole[name]).tobytes()
@@ -329,8 +384,9 @@ def test_task_predicts_in_chunks(package, catalog):
     config.pdfFormat = "quantiles"
     task = EstimatePhotozTask(config=config)
     result = task.run(objectCatalog=catalog, model=package).photoz
-    whole = predict_photoz(package, catalog, columns_for_package(package), engine=task.engine,
-                           pdf_format="quantiles")
+    whole = predict_photoz(
+        package, catalog, columns_for_package(package), engine=task.engine, pdf_format="quantiles"
+    )
     for name in whole.colnames:
         assert np.asarray(result[name]).tobytes() == np.asarray(whole[name]).tobytes(), name
     assert EstimatePhotozConfig().chunkSize >= 8192
@@ -351,8 +407,9 @@ def test_duplicate_ids_of_any_type():
 
 
 def test_bench_photoz_memory_is_registered():
-    args = build_parser().parse_args(["bench", "photoz-memory", "--rows", "1000", "2000",
-                                      "--pdf-format", "quantiles"])
+    args = build_parser().parse_args(
+        ["bench", "photoz-memory", "--rows", "1000", "2000", "--pdf-format", "quantiles"]
+    )
     assert args.rows == [1000, 2000] and args.pdf_format == "quantiles" and callable(args.func)
 
 
@@ -360,8 +417,9 @@ def test_bench_photoz_memory_is_registered():
 def test_bench_photoz_memory_runs_on_tiny_inputs(tmp_path):
     from lsst.meas.ml.photoz.bench import format_report, run_memory_benchmark
 
-    report = run_memory_benchmark([300, 600], pdf_format="quantiles", chunk_size=256, baseline_max_rows=300,
-                                  workdir=str(tmp_path))
+    report = run_memory_benchmark(
+        [300, 600], pdf_format="quantiles", chunk_size=256, baseline_max_rows=300, workdir=str(tmp_path)
+    )
     modes = [(r["mode"], r["rows"]) for r in report["runs"]]
     assert modes == [("floor", 0), ("stream", 300), ("whole", 300), ("stream", 600)]
     assert report["peak_ratio"] is not None and report["throughput_ratio"] is not None

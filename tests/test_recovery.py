@@ -53,8 +53,9 @@ def _scores(repo: Path, *, find_first: bool = True) -> list:
     from lsst.daf.butler import Butler
 
     butler = Butler.from_config(str(repo))
-    return list(butler.query_datasets("ml_dia_scores", collections=OUTPUT, find_first=find_first,
-                                      explain=False))
+    return list(
+        butler.query_datasets("ml_dia_scores", collections=OUTPUT, find_first=find_first, explain=False)
+    )
 
 
 @pytest.mark.slow
@@ -66,13 +67,20 @@ def test_recover_after_one_failed_quantum(tmp_path):
     repo = tmp_path / "repo"
     build_repo(repo, SurveyConfig.tiny(), shape="drp")
     package = ROOT / "python" / "lsst" / "meas" / "ml" / "data" / "dia_default.safetensors"
-    proc = subprocess.run([_tool("meas-ml"), "register", str(repo), str(package)], check=False,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [_tool("meas-ml"), "register", str(repo), str(package)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"meas-ml register failed{_tail(proc)}"
 
     butler = Butler.from_config(str(repo))
-    inputs = sorted(butler.query_datasets("dia_source_unstandardized", collections="MLSim/defaults"),
-                    key=lambda ref: _key(ref.dataId))
+    inputs = sorted(
+        butler.query_datasets("dia_source_unstandardized", collections="MLSim/defaults"),
+        key=lambda ref: _key(ref.dataId),
+    )
     expected = {_key(ref.dataId) for ref in inputs}
     assert len(inputs) == len(expected) == 8, f"tiny survey should have 8 (visit, detector): {expected}"
 
@@ -83,19 +91,21 @@ def test_recover_after_one_failed_quantum(tmp_path):
     assert n_sources > 0
     path = Path(butler.getURI(target).ospath)
     original = path.read_bytes()
-    path.write_bytes((b"not a parquet file " * (len(original) // 19 + 1))[:len(original)])
+    path.write_bytes((b"not a parquet file " * (len(original) // 19 + 1))[: len(original)])
     assert path.stat().st_size == len(original)
     del butler
 
     first = _pipetask_run(repo, "--register-dataset-types")
     assert first.returncode != 0, f"first run should fail on the corrupted input{_tail(first)}"
     assert "Parquet magic bytes not found" in first.stderr + first.stdout, (
-        f"first run failed for another reason than the corrupted parquet file{_tail(first)}")
+        f"first run failed for another reason than the corrupted parquet file{_tail(first)}"
+    )
     # pipetask continues after a failure by default (--fail-fast is off): 7 of 8 done.
     done = _scores(repo)
     assert {_key(ref.dataId) for ref in done} == expected - {bad_key}, (
         f"the first run should write the other 7 outputs, got {sorted(_key(r.dataId) for r in done)}"
-        f"{_tail(first)}")
+        f"{_tail(first)}"
+    )
     before = {_key(ref.dataId): ref.id for ref in done}
     runs_before = Butler.from_config(str(repo)).collections.get_info(OUTPUT).children
     run = runs_before[0]
@@ -108,7 +118,8 @@ def test_recover_after_one_failed_quantum(tmp_path):
     blocked = _pipetask_run(repo, "--extend-run")
     assert blocked.returncode != 0 and "OutputExistsError" in blocked.stderr + blocked.stdout, (
         "--extend-run without --clobber-outputs should refuse the failed quantum's leftover log"
-        f"{_tail(blocked)}")
+        f"{_tail(blocked)}"
+    )
 
     # The documented recovery: same RUN, skip finished quanta, clear the failed one's leftovers.
     rec = _pipetask_run(repo, "--extend-run", "--clobber-outputs")
@@ -116,7 +127,8 @@ def test_recover_after_one_failed_quantum(tmp_path):
     log = rec.stderr + rec.stdout
     executed = re.findall(r"Executed (\d+) quanta successfully, (\d+) failed", log)
     assert not executed or executed[-1] == ("1", "0"), (
-        f"recovery should run only the failed quantum, got {executed}{_tail(rec)}")
+        f"recovery should run only the failed quantum, got {executed}{_tail(rec)}"
+    )
 
     # 3. No duplicate, nothing lost, nothing rewritten.
     butler = Butler.from_config(str(repo), collections=OUTPUT)
@@ -124,7 +136,8 @@ def test_recover_after_one_failed_quantum(tmp_path):
     after = _scores(repo)
     keys = [_key(ref.dataId) for ref in after]
     assert len(after) == 8 and len(set(keys)) == 8 and set(keys) == expected, (
-        f"want one ml_dia_scores per (visit, detector), got {sorted(keys)}")
+        f"want one ml_dia_scores per (visit, detector), got {sorted(keys)}"
+    )
     every = _scores(repo, find_first=False)
     assert len(every) == 8, (
         f"shadowed duplicates in {OUTPUT}: {sorted((_key(r.dataId), r.run) for r in every)}"
@@ -164,11 +177,24 @@ def test_killed_run_leaves_no_half_written_dataset(tiny_repo):
     butler = Butler.from_config(str(tiny_repo), writeable=True)
     package = ROOT / "python" / "lsst" / "meas" / "ml" / "data" / "dia_default.safetensors"
     _, run = register_package(butler, ModelPackage.load(package), run="models/dia/kill-test")
-    expected = {_key(r.dataId) for r in butler.query_datasets("dia_source_unstandardized",
-                                                              collections="MLSim/defaults")}
+    expected = {
+        _key(r.dataId)
+        for r in butler.query_datasets("dia_source_unstandardized", collections="MLSim/defaults")
+    }
     del butler
-    cmd = [_tool("pipetask"), "run", "-b", str(tiny_repo), "-i", f"MLSim/defaults,{run}", "-o", output,
-           "-p", str(PIPELINE), "--register-dataset-types"]
+    cmd = [
+        _tool("pipetask"),
+        "run",
+        "-b",
+        str(tiny_repo),
+        "-i",
+        f"MLSim/defaults,{run}",
+        "-o",
+        output,
+        "-p",
+        str(PIPELINE),
+        "--register-dataset-types",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     out_dir = Path(tiny_repo) / output
     deadline = time.monotonic() + 300
@@ -186,15 +212,21 @@ def test_killed_run_leaves_no_half_written_dataset(tiny_repo):
     # which only a connection that may write can roll back (a read-only Butler fails with "attempt
     # to write a readonly database" until then).
     butler = Butler.from_config(str(tiny_repo), writeable=True)
-    partial = list(butler.query_datasets("ml_dia_scores", collections=output, find_first=False,
-                                         explain=False))
+    partial = list(
+        butler.query_datasets("ml_dia_scores", collections=output, find_first=False, explain=False)
+    )
     assert len(partial) < len(expected), "the kill landed after the last output: rerun the test"
     for ref in partial:
         assert len(butler.get(ref)) > 0  # whole, readable parquet
     del butler
 
-    rec = subprocess.run([*cmd[:-1], "--extend-run", "--clobber-outputs"], capture_output=True, text=True,
-                         timeout=600, check=False)
+    rec = subprocess.run(
+        [*cmd[:-1], "--extend-run", "--clobber-outputs"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert rec.returncode == 0, f"rerun after the kill failed{_tail(rec)}"
     butler = Butler.from_config(str(tiny_repo))
     every = list(butler.query_datasets("ml_dia_scores", collections=output, find_first=False, explain=False))

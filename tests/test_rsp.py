@@ -37,7 +37,8 @@ def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             files[str(path.relative_to(root))] = (
-                path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+                path.stat().st_size,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
             )
     return files
 
@@ -97,12 +98,15 @@ def test_transfer_register_and_run_locally(source, tmp_path, capsys):
     timings["transfer-inputs"] = time.perf_counter() - t0
     assert rc == 0
     out = capsys.readouterr().out
-    summary = json.loads(out[out.index("{"):])
+    summary = json.loads(out[out.index("{") :])
     n_detectors = len(detectors)
     assert summary["quanta"] == {"classifyDiaSources": n_detectors, "estimatePhotoz": 1}
     assert summary["by_dataset_type"] == {
-        "dia_source_unstandardized": n_detectors, "difference_image": n_detectors, "object": 1,
-        "template_detector": n_detectors, "visit_image": n_detectors,
+        "dia_source_unstandardized": n_detectors,
+        "difference_image": n_detectors,
+        "object": 1,
+        "template_detector": n_detectors,
+        "visit_image": n_detectors,
     }
     assert summary["datasets"] == summary["transferred"] == dry["datasets"] == 4 * n_detectors + 1
     assert summary["skipped_collections"] == list(MODEL_RUNS)
@@ -112,9 +116,12 @@ def test_transfer_register_and_run_locally(source, tmp_path, capsys):
     local = Butler.from_config(str(dest), writeable=False)
     info = local.collections.get_info("MLSim/defaults")
     assert info.type.name == "CHAINED" and list(info.children) == ["MLSim/runs/sim"]
-    assert sorted(
-        r.dataId["detector"] for r in local.query_datasets("visit_image", collections="MLSim/defaults")
-    ) == detectors
+    assert (
+        sorted(
+            r.dataId["detector"] for r in local.query_datasets("visit_image", collections="MLSim/defaults")
+        )
+        == detectors
+    )
     del local
 
     # Running it again copies nothing new.
@@ -127,8 +134,21 @@ def test_transfer_register_and_run_locally(source, tmp_path, capsys):
     timings["register (2 packages)"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cmd = [_pipetask(), "run", "-b", str(dest), "-i", INPUTS, "-o", OUTPUT, "-p", str(PIPELINE),
-           "-d", where, "--register-dataset-types"]
+    cmd = [
+        _pipetask(),
+        "run",
+        "-b",
+        str(dest),
+        "-i",
+        INPUTS,
+        "-o",
+        OUTPUT,
+        "-p",
+        str(PIPELINE),
+        "-d",
+        where,
+        "--register-dataset-types",
+    ]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     timings["pipetask run"] = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]

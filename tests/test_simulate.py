@@ -93,9 +93,11 @@ def test_difference_noise_is_consistent(tiny):
 def test_masks_and_nans(tiny):
     planes_seen = 0
     nan_seen = False
-    for exp in list(tiny.coadds.values()) + [p.science for p in tiny.visit_products] + [
-        p.difference for p in tiny.visit_products
-    ]:
+    for exp in (
+        list(tiny.coadds.values())
+        + [p.science for p in tiny.visit_products]
+        + [p.difference for p in tiny.visit_products]
+    ):
         nodata = (exp.mask & bit("NO_DATA")) != 0
         assert np.array_equal(nodata, ~np.isfinite(exp.image)), "NaN pixels must be exactly NO_DATA"
         nan_seen |= bool(nodata.any())
@@ -128,8 +130,15 @@ def test_object_table_schema(tiny):
     truth = tiny.truth_object
     assert set(obj["objectId"]) <= set(truth["objectId"])
     assert np.sum(truth["detected"]) == len(obj)
-    for name in ("redshift", "morphology", "morphology_class", "bulge_fraction", "disk_hlr", "bulge_hlr",
-                 "is_star"):
+    for name in (
+        "redshift",
+        "morphology",
+        "morphology_class",
+        "bulge_fraction",
+        "disk_hlr",
+        "bulge_hlr",
+        "is_star",
+    ):
         assert name in truth.colnames
 
 
@@ -220,9 +229,17 @@ def test_dia_labels_and_ids(tiny):
 def test_quiet_sky_gives_clean_differences():
     """With nothing injected, subtracting the static sky leaves nothing to detect."""
     cfg = dataclasses.replace(
-        SurveyConfig.tiny(), n_transients=0, asteroids_per_night=0, cosmic_rays_per_image=0,
-        hot_columns_per_image=0, known_bad_columns_per_image=0, dipoles_per_image=0,
-        variable_star_fraction=0.0, visits_per_band=1, n_detectors=1, visit_bands=("r",),
+        SurveyConfig.tiny(),
+        n_transients=0,
+        asteroids_per_night=0,
+        cosmic_rays_per_image=0,
+        hot_columns_per_image=0,
+        known_bad_columns_per_image=0,
+        dipoles_per_image=0,
+        variable_star_fraction=0.0,
+        visits_per_band=1,
+        n_detectors=1,
+        visit_bands=("r",),
         star_mag_range=(19.0, 24.0),
     )
     survey = simulate_survey(cfg)
@@ -254,15 +271,22 @@ def test_detect_sources_finds_positive_and_negative():
     image = rng.normal(0, 10.0, (80, 90))
     image[20 - 7 : 20 + 8, 30 - 7 : 30 + 8] += 5000 * psf
     image[60 - 7 : 60 + 8, 70 - 7 : 70 + 8] -= 3000 * psf
-    exp = PixelPlanes(image=image.astype(np.float32), variance=np.full(image.shape, 100.0, np.float32),
-                   psf=psf.astype(np.float32), xy0=(100, 200))
+    exp = PixelPlanes(
+        image=image.astype(np.float32),
+        variance=np.full(image.shape, 100.0, np.float32),
+        psf=psf.astype(np.float32),
+        xy0=(100, 200),
+    )
     found = detect_sources(exp, threshold=5.0)
     assert len(found["x"]) == 2
     assert np.allclose(sorted(found["x"]), [130, 170], atol=0.3)
     assert np.allclose(sorted(found["y"]), [220, 260], atol=0.3)
     assert np.allclose(sorted(found["psfFlux"]), [-3000, 5000], rtol=0.1)
-    noise_only = PixelPlanes(image=rng.normal(0, 10.0, (80, 90)).astype(np.float32),
-                          variance=np.full((80, 90), 100.0, np.float32), psf=psf.astype(np.float32))
+    noise_only = PixelPlanes(
+        image=rng.normal(0, 10.0, (80, 90)).astype(np.float32),
+        variance=np.full((80, 90), 100.0, np.float32),
+        psf=psf.astype(np.float32),
+    )
     assert len(detect_sources(noise_only, threshold=5.0)["x"]) == 0
     with pytest.raises(ValueError, match="PSF"):
         detect_sources(PixelPlanes(image=np.zeros((10, 10), np.float32)))
@@ -446,8 +470,11 @@ def test_ss_source_follows_colours_and_geometry(tiny):
     for row in ss:
         t = truth[int(row["ssObjectId"])]
         m = 31.4 - 2.5 * np.log10(row["psfFlux"])
-        h = m - 5 * np.log10(row["helioRange"] * row["topoRange"]) \
+        h = (
+            m
+            - 5 * np.log10(row["helioRange"] * row["topoRange"])
             + 2.5 * np.log10(hg12_phase_function(row["phaseAngle"], float(t["g12"])))
+        )
         res.append(h - t["H_r"] - t[f"{row['band']}_offset"])
     res = np.array(res)
     assert abs(np.median(res)) < 0.06 and np.mean(np.abs(res) < 0.2) > 0.75, res

@@ -236,9 +236,7 @@ def read_cutout(
                 name in names for name in RUBIN_CUTOUT_HDUS
             )
             if rubin_layout:
-                absent = [
-                    name for name in RUBIN_CUTOUT_HDUS if name not in names or hdul[name].data is None
-                ]
+                absent = [name for name in RUBIN_CUTOUT_HDUS if name not in names or hdul[name].data is None]
                 if absent:
                     raise AlertError(
                         f"cutout FITS file is truncated: a Rubin cutout has PRIMARY, "

@@ -61,8 +61,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
     butler = open_repo(args.repo, writeable=True)
     package = ModelPackage.load(args.package)
     ref, run = register_package(butler, package, run=args.run)
-    print(f"Registered {package.family} model {package.manifest.get('name')} version {package.version} "
-          f"(sha256 {package.sha256[:12]}) as {ref.datasetType.name} in RUN collection {run}.")
+    print(
+        f"Registered {package.family} model {package.manifest.get('name')} version {package.version} "
+        f"(sha256 {package.sha256[:12]}) as {ref.datasetType.name} in RUN collection {run}."
+    )
     print(f"Use it with: pipetask run ... -i {run},...")
     return 0
 
@@ -96,17 +98,26 @@ def _cmd_transfer_inputs(args: argparse.Namespace) -> int:
     from .butler.transfer import TransferError, transfer_inputs
 
     try:
-        summary = transfer_inputs(args.source, args.dest, args.pipeline, args.input, where=args.where,
-                                  output_run=args.output_run, dry_run=args.dry_run)
+        summary = transfer_inputs(
+            args.source,
+            args.dest,
+            args.pipeline,
+            args.input,
+            where=args.where,
+            output_run=args.output_run,
+            dry_run=args.dry_run,
+        )
     except TransferError as exc:
         print(f"meas-ml transfer-inputs: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))
     if summary["missing_inputs"] and not args.dry_run:
-        print(f"Not in {args.source}: {', '.join(summary['missing_inputs'])}; register the model "
-              f"packages with `meas-ml register {args.dest} PACKAGE.safetensors` before "
-              f"`pipetask run -b {args.dest}`.",
-              file=sys.stderr)
+        print(
+            f"Not in {args.source}: {', '.join(summary['missing_inputs'])}; register the model "
+            f"packages with `meas-ml register {args.dest} PACKAGE.safetensors` before "
+            f"`pipetask run -b {args.dest}`.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -127,8 +138,9 @@ def _cmd_bench_startup(args: argparse.Namespace) -> int:
 def _cmd_cost(args: argparse.Namespace) -> int:
     from .cost import cost_table, format_markdown, read_figures
 
-    rows = cost_table(read_figures(args.figures), cores=args.cores, gpus=args.gpus,
-                      bandwidth_gbs=args.bandwidth_gbs)
+    rows = cost_table(
+        read_figures(args.figures), cores=args.cores, gpus=args.gpus, bandwidth_gbs=args.bandwidth_gbs
+    )
     if args.markdown:
         print(format_markdown(rows, cores=args.cores, gpus=args.gpus, bandwidth_gbs=args.bandwidth_gbs))
     else:
@@ -182,9 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("tiny", "default"), default="default")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--overwrite", action="store_true", help="Replace an existing repository.")
-    p.add_argument("--shape", choices=("drp", "dp1"), default="drp",
-                   help="Dataset types as the current DRP writes them (per-detector template and DIA "
-                   "sources) or as Data Preview 1 ships them (template_coadd, dia_source per tract).")
+    p.add_argument(
+        "--shape",
+        choices=("drp", "dp1"),
+        default="drp",
+        help="Dataset types as the current DRP writes them (per-detector template and DIA "
+        "sources) or as Data Preview 1 ships them (template_coadd, dia_source per tract).",
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("demo", help="Simulate, train, register and run the demo pipeline end to end.")
@@ -192,8 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("tiny", "default"), default="default")
     p.add_argument("--fresh", action="store_true", help="Delete the repository and start clean.")
     p.add_argument("-j", "--jobs", type=int, default=1, help="Processes for pipetask run.")
-    p.add_argument("--shape", choices=("drp", "dp1"), default=os.environ.get("DEMO_SHAPE", "drp"),
-                   help="Repository shape to simulate and run on (DP1Pipeline.yaml for dp1).")
+    p.add_argument(
+        "--shape",
+        choices=("drp", "dp1"),
+        default=os.environ.get("DEMO_SHAPE", "drp"),
+        help="Repository shape to simulate and run on (DP1Pipeline.yaml for dp1).",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("cost", help="CPU/GPU hours of a data release from measured throughputs.")
@@ -211,9 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="Source repository (path or label, e.g. dp1); only read.")
     p.add_argument("dest", help="Local repository (created if absent).")
     p.add_argument("-p", "--pipeline", required=True, help="Pipeline file, as for pipetask run -p.")
-    p.add_argument("-i", "--input", required=True, action="append",
-                   help="Input collections, as for pipetask run -i (comma-separated; repeatable). "
-                   "Collections absent from the source (model RUNs) are skipped.")
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        action="append",
+        help="Input collections, as for pipetask run -i (comma-separated; repeatable). "
+        "Collections absent from the source (model RUNs) are skipped.",
+    )
     p.add_argument("-d", "--where", default="", help="Data ID query, as for pipetask run -d.")
     p.add_argument(
         "--output-run", default=None, help="Output RUN of the graph built on the source (never written)."

@@ -171,8 +171,9 @@ def run_demo(
                 del butler
                 return run_demo(repo, size=size, fresh=True, jobs=jobs, shape=shape)
             if package is not None:
-                _say(f"[demo] Reusing {family} model {package.version} "
-                     f"(sha256 {package.sha256[:12]}) in {run}")
+                _say(
+                    f"[demo] Reusing {family} model {package.version} (sha256 {package.sha256[:12]}) in {run}"
+                )
             else:
                 _say(f"[demo] Training the {family} model on the simulated survey ...")
                 package = _family_module(family).train_demo_package(butler, [INPUT_COLLECTION], workdir)
@@ -197,18 +198,26 @@ def run_demo(
         str(Path(sys.executable).with_name("pipetask")),
         # Without EUPS the stack warns that it cannot list package versions:
         # expected in a pip installation, so not shown.
-        "--log-level", "lsst.utils.packages=ERROR",
+        "--log-level",
+        "lsst.utils.packages=ERROR",
         "run",
-        "-b", str(repo),
-        "-i", ",".join([INPUT_COLLECTION, *model_runs]),
-        "-o", OUTPUT_COLLECTION,
-        "-p", str(pipeline),
+        "-b",
+        str(repo),
+        "-i",
+        ",".join([INPUT_COLLECTION, *model_runs]),
+        "-o",
+        OUTPUT_COLLECTION,
+        "-p",
+        str(pipeline),
         "--register-dataset-types",
-        "-j", str(jobs),
+        "-j",
+        str(jobs),
     ]
     if outputs_exist:
-        _say(f"[demo] {OUTPUT_COLLECTION} exists: replacing its last run "
-             "(--replace-run --prune-replaced purge).")
+        _say(
+            f"[demo] {OUTPUT_COLLECTION} exists: replacing its last run "
+            "(--replace-run --prune-replaced purge)."
+        )
         cmd += ["--replace-run", "--prune-replaced", "purge"]
     if not Path(cmd[0]).exists():
         cmd[0] = "pipetask"
@@ -233,8 +242,10 @@ def run_demo(
         refs = butler.query_datasets(dataset_type, collections=OUTPUT_COLLECTION, explain=False)
         if refs:
             uri = butler.getURI(refs[0])
-            _say(f"  {dataset_type.name} ({dataset_type.storageClass_name}, per "
-                 f"{', '.join(dataset_type.dimensions.required)}): {len(refs)} dataset(s), e.g. {uri.ospath}")
+            _say(
+                f"  {dataset_type.name} ({dataset_type.storageClass_name}, per "
+                f"{', '.join(dataset_type.dimensions.required)}): {len(refs)} dataset(s), e.g. {uri.ospath}"
+            )
     plots = Path(repo) / "plots"
     for family in DEMO_FAMILIES:
         module = _family_module(family)
@@ -248,8 +259,10 @@ def run_demo(
     _say("Look at them with:")
     bindir = Path(sys.executable).parent
     _say(f"  {bindir / 'butler'} query-datasets {repo} --collections {OUTPUT_COLLECTION} 'ml_*'")
-    _say(f"  {sys.executable} -c \"from lsst.daf.butler import Butler; "
-         f"b = Butler('{repo}', collections='{OUTPUT_COLLECTION}');"
-         " print(b.get(b.query_datasets('ml_photoz')[0]))\"")
+    _say(
+        f'  {sys.executable} -c "from lsst.daf.butler import Butler; '
+        f"b = Butler('{repo}', collections='{OUTPUT_COLLECTION}');"
+        " print(b.get(b.query_datasets('ml_photoz')[0]))\""
+    )
     _say(f"[demo] total {time.perf_counter() - t_start:.1f} s")
     return 0

@@ -109,9 +109,7 @@ class Box:
         return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
     def contains(self, other: Box) -> bool:
-        return (
-            other.x0 >= self.x0 and other.y0 >= self.y0 and other.x1 <= self.x1 and other.y1 <= self.y1
-        )
+        return other.x0 >= self.x0 and other.y0 >= self.y0 and other.x1 <= self.x1 and other.y1 <= self.y1
 
     def local_slices(self, sub: Box) -> tuple[slice, slice]:
         """Return array slices selecting ``sub`` from an array covering ``self``.

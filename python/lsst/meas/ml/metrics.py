@@ -261,8 +261,13 @@ def agreement(scores: np.ndarray, reference: np.ndarray, threshold: float = 0.5)
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
     if len(a) < 3:
-        return {"n": float(len(a)), "spearman": float("nan"), "pearson": float("nan"),
-                "same_decision": float("nan"), "auc_vs_reference": float("nan")}
+        return {
+            "n": float(len(a)),
+            "spearman": float("nan"),
+            "pearson": float("nan"),
+            "same_decision": float("nan"),
+            "auc_vs_reference": float("nan"),
+        }
 
     def rank(v: np.ndarray) -> np.ndarray:
         order = np.argsort(v, kind="mergesort")

@@ -491,8 +491,8 @@ class ModelPackage:
                 "(it was written by a meas_ml older than manifest checksums), so an edit of the "
                 "manifest (e.g. of outputs.bin_edges) could not be detected; it is refused. If you "
                 "trust this file, re-save it with a checksum: python -c "
-                "\"from lsst.meas.ml.packages import reseal_package; "
-                f"reseal_package({source!r})\", or re-export the model with ModelPackage.from_model."
+                '"from lsst.meas.ml.packages import reseal_package; '
+                f'reseal_package({source!r})", or re-export the model with ModelPackage.from_model.'
             )
         actual = manifest_sha256(manifest)
         if manifest[MANIFEST_SHA256_KEY] != actual:

@@ -459,9 +459,7 @@ def _image_planes(
         Image unit (variance gets ``unit**2``).
     """
     img = li.Image(np.asarray(image, dtype=np.float32), bbox=bbox, unit=unit)
-    var = li.Image(
-        np.asarray(variance, dtype=np.float32), bbox=bbox, unit=None if unit is None else unit**2
-    )
+    var = li.Image(np.asarray(variance, dtype=np.float32), bbox=bbox, unit=None if unit is None else unit**2)
     return img, var
 
 
@@ -803,7 +801,12 @@ def to_masked_image(planes: Any, frame: Any | None = None) -> li.MaskedImage:
     """
     image, variance = _nJy(planes)
     return make_masked_image(
-        image, _plane_dict(planes), variance, x0=planes.xy0[0], y0=planes.xy0[1], fits_wcs=planes.wcs,
+        image,
+        _plane_dict(planes),
+        variance,
+        x0=planes.xy0[0],
+        y0=planes.xy0[1],
+        fits_wcs=planes.wcs,
         frame=frame,
     )
 
@@ -862,9 +865,18 @@ def to_visit_image(
         raise ValueError("A visit image needs a band, a PSF image and a WCS.")
     image, variance = _nJy(planes)
     kwargs = dict(
-        x0=planes.xy0[0], y0=planes.xy0[1], fits_wcs=planes.wcs, band=planes.band,
-        physical_filter=physical_filter, instrument=instrument, visit=visit, detector_id=detector_id,
-        detector_name=detector_name, mjd=mjd, exposure_time=exposure_time, psf_image=planes.psf,
+        x0=planes.xy0[0],
+        y0=planes.xy0[1],
+        fits_wcs=planes.wcs,
+        band=planes.band,
+        physical_filter=physical_filter,
+        instrument=instrument,
+        visit=visit,
+        detector_id=detector_id,
+        detector_name=detector_name,
+        mjd=mjd,
+        exposure_time=exposure_time,
+        psf_image=planes.psf,
         detector_bbox=detector_bbox,
     )
     make = make_difference_image if difference else make_visit_image

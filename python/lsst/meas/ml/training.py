@@ -4,19 +4,45 @@ Each product's trainer is ``train_<family>(data, config: <Family>TrainingConfig,
 ...) -> TrainingResult``: the package to save or register, the validation
 figures that also went into the package's provenance, and the sizes and
 time of the run.  `update_moving_average` is the weight average that the
-trainers with an ``ema_decay`` option keep.
+trainers with an ``ema_decay`` option keep; `warmup_cosine` is the learning-rate
+schedule of the step-counted trainers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
 
 from .packages import ModelPackage
 
-__all__ = ["TrainingResult", "update_moving_average"]
+__all__ = ["TrainingResult", "update_moving_average", "warmup_cosine"]
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Return a schedule: linear warm-up over the first 5% of ``steps``, times a cosine decay to 0.
+
+    Parameters
+    ----------
+    optimizer : `torch.optim.Optimizer`
+        The optimiser whose learning rate is scheduled (call ``step()`` once
+        per optimiser step).
+    steps : `int`
+        Optimiser steps of the run.
+
+    Returns
+    -------
+    schedule : `torch.optim.lr_scheduler.LambdaLR`
+        Factor ``min(1, (s + 1) / warm) * (1 + cos(pi * min(s, steps) / steps)) / 2``
+        at step ``s``, with ``warm = max(1, steps // 20)``.
+    """
+    total = max(1, int(steps))
+    warm = max(1, total // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
 
 
 @torch.no_grad()

@@ -28,13 +28,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import AsteroidsTrainingConfig, train_asteroids
 
     refuse_output_over_input(args.out, [args.classy])
-    config = AsteroidsTrainingConfig(label_fraction=args.label_fraction, n_realisations=args.realisations,
-                                     seed=args.seed, version=args.version, max_objects=args.max_objects)
+    config = AsteroidsTrainingConfig(
+        label_fraction=args.label_fraction,
+        n_realisations=args.realisations,
+        seed=args.seed,
+        version=args.version,
+        max_objects=args.max_objects,
+    )
     result = train_asteroids(args.classy, config)
     result.package.save(args.out)
-    print(json.dumps({"out": args.out, "metrics": result.metrics, "n_train": result.n_train,
-                      "n_validation": result.n_validation,
-                      "training_seconds": round(result.training_seconds, 2)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "metrics": result.metrics,
+                "n_train": result.n_train,
+                "n_validation": result.n_validation,
+                "training_seconds": round(result.training_seconds, 2),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -79,10 +93,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     refuse_output_over_input(args.out, [args.input, args.model])
     package = ModelPackage.load(args.model) if args.model else default_package("asteroids")
-    columns = AsteroidColumns(args.id_column, args.band_column, args.flux_column, args.flux_err_column,
-                              args.phase_column, args.helio_column, args.topo_column)
-    catalog = predict_asteroids(package, _read_sources(args.input), columns,
-                                anomaly_threshold=args.anomaly_threshold)
+    columns = AsteroidColumns(
+        args.id_column,
+        args.band_column,
+        args.flux_column,
+        args.flux_err_column,
+        args.phase_column,
+        args.helio_column,
+        args.topo_column,
+    )
+    catalog = predict_asteroids(
+        package, _read_sources(args.input), columns, anomaly_threshold=args.anomaly_threshold
+    )
     write_table(catalog, args.out)
     print(f"Wrote {len(catalog)} objects to {args.out}.")
     return 0
@@ -151,7 +173,8 @@ def _cmd_quality(args: argparse.Namespace) -> int:
 
         package = ModelPackage.load(args.model) if args.model else default_package("asteroids")
         report["simulated_population"] = simulated_population_accuracy(
-            package, args.simulated_objects, mag_err=args.mag_err, seed=args.seed)
+            package, args.simulated_objects, mag_err=args.mag_err, seed=args.seed
+        )
     if args.classy:
         colours = classy_colours(args.classy)
         report.update(quality_report(colours, QualityConfig(n_folds=args.folds, seed=args.seed)))
@@ -180,11 +203,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "100%% labels), ARI of the unsupervised mixture, anomaly ROC AUC; optional colour-colour PNG.",
     )
     p.add_argument("--classy", default=None, help="classy_data.csv (the cross-validated report).")
-    p.add_argument("--simulated-objects", type=int, default=0,
-                   help="Also score this many objects drawn as the simulated survey draws them, with four "
-                   "colours and with g-r, r-i only (shipped package, or --model).")
-    p.add_argument("--model", default=None,
-                   help="Package for --simulated-objects (default: the shipped one).")
+    p.add_argument(
+        "--simulated-objects",
+        type=int,
+        default=0,
+        help="Also score this many objects drawn as the simulated survey draws them, with four "
+        "colours and with g-r, r-i only (shipped package, or --model).",
+    )
+    p.add_argument(
+        "--model", default=None, help="Package for --simulated-objects (default: the shipped one)."
+    )
     p.add_argument("--mag-err", type=float, default=0.05, help="Per-band error for --simulated-objects.")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

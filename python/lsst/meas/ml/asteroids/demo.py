@@ -109,18 +109,26 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
     except ImportError:
         path = None
     if path is None:
-        print(f"[demo] asteroids: no classy table (set ${CLASSY_ENV}) or no speclite: "
-              "using the shipped package.", flush=True)
+        print(
+            f"[demo] asteroids: no classy table (set ${CLASSY_ENV}) or no speclite: "
+            "using the shipped package.",
+            flush=True,
+        )
         return default_package("asteroids")
     try:
         _, x, cov = survey_colours(_single(butler, "ss_source", list(collections)))
     except LookupError:  # a repository simulated before the survey had Solar System sources
-        print("[demo] asteroids: the repository has no ss_source (rebuild it with --fresh); training on "
-              "the classy spectra only.", flush=True)
+        print(
+            "[demo] asteroids: the repository has no ss_source (rebuild it with --fresh); training on "
+            "the classy spectra only.",
+            flush=True,
+        )
         x, cov = np.zeros((0, len(MODEL_COLOURS))), np.zeros((0, len(MODEL_COLOURS), len(MODEL_COLOURS)))
     config = AsteroidsTrainingConfig(version="demo", n_iter=40)
     result = train_asteroids(
-        str(path), config, unlabelled=(x, cov) if len(x) else None,
+        str(path),
+        config,
+        unlabelled=(x, cov) if len(x) else None,
         training_data=f"classy (Mahlke et al. 2022) spectra x speclite lsst2023 throughputs (labelled) + "
         f"{len(x)} simulated survey asteroids (unlabelled, ss_source colours)",
     )
@@ -148,13 +156,16 @@ def summarize(butler: Any, collections: Sequence[str] | str) -> list[str]:
     except LookupError:
         return []
     scores = summary_figures(out, truth)
-    lines = [f"ml_asteroid_taxonomy: {scores['n_objects']} objects, {scores['n_classified']} with a class "
-             f"({scores['n_one_band']} seen in one band only)"]
+    lines = [
+        f"ml_asteroid_taxonomy: {scores['n_objects']} objects, {scores['n_classified']} with a class "
+        f"({scores['n_one_band']} seen in one band only)"
+    ]
     if scores["n_classified"]:
         lines.append(
             f"  complex accuracy vs the simulated truth {scores['accuracy']:.2f} "
             f"(majority class '{scores['majority_class']}' {scores['majority_accuracy']:.2f}); "
-            f"median probability of the true complex {scores['median_true_probability']:.2f}")
+            f"median probability of the true complex {scores['median_true_probability']:.2f}"
+        )
     return lines
 
 
@@ -191,9 +202,16 @@ def summary_figures(taxonomy: Any, truth: Any) -> dict[str, Any]:
     if has.any():
         values, counts = np.unique(true[has], return_counts=True)
         majority = str(values[np.argmax(counts)])
-        p_true = np.array([float(taxonomy[f"prob_{t}"][k]) if f"prob_{t}" in taxonomy.colnames else np.nan
-                           for k, t in zip(np.flatnonzero(has), true[has])])
-        figures.update(accuracy=float((pred[has] == true[has]).mean()), majority_class=majority,
-                       majority_accuracy=float((true[has] == majority).mean()),
-                       median_true_probability=float(np.nanmedian(p_true)))
+        p_true = np.array(
+            [
+                float(taxonomy[f"prob_{t}"][k]) if f"prob_{t}" in taxonomy.colnames else np.nan
+                for k, t in zip(np.flatnonzero(has), true[has])
+            ]
+        )
+        figures.update(
+            accuracy=float((pred[has] == true[has]).mean()),
+            majority_class=majority,
+            majority_accuracy=float((true[has] == majority).mean()),
+            median_true_probability=float(np.nanmedian(p_true)),
+        )
     return figures

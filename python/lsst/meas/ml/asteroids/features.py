@@ -82,9 +82,12 @@ class AsteroidFlag(DescribedFlag):
 
     ONE_BAND = 1 << 0, "Usable detections in one band only: no colour, no class."
     NONFINITE_FLUX = 1 << 1, "Some detections had a non-finite or non-positive flux or error (not used)."
-    MISSING_GEOMETRY = 1 << 2, (
-        "Some detections lacked a finite phase angle (0-150 deg) or a plausible distance (> 1e-4 au); "
-        "they are not used for H."
+    MISSING_GEOMETRY = (
+        1 << 2,
+        (
+            "Some detections lacked a finite phase angle (0-150 deg) or a plausible distance (> 1e-4 au); "
+            "they are not used for H."
+        ),
     )
     NO_VALID_DETECTION = 1 << 3, "No detection was usable: every output is NaN."
     MISSING_COLOUR = 1 << 4, "Some model colours are missing; the class uses the others (marginalised)."
@@ -106,19 +109,42 @@ class AsteroidColumns:
 
     def columns(self) -> list[str]:
         """Every column read, in a fixed order."""
-        return [self.id_column, self.band, self.flux, self.flux_err, self.phase_angle, self.helio_dist,
-                self.topo_dist]
+        return [
+            self.id_column,
+            self.band,
+            self.flux,
+            self.flux_err,
+            self.phase_angle,
+            self.helio_dist,
+            self.topo_dist,
+        ]
 
 
 # Muinonen et al. (2010) basis functions, nodes as in sbpy.photometry.
 _PHI12_ALPHA = np.deg2rad([7.5, 30.0, 60.0, 90.0, 120.0, 150.0])
-_PHI1 = ([7.5e-1, 3.3486016e-1, 1.3410560e-1, 5.1104756e-2, 2.1465687e-2, 3.6396989e-3],
-         (-1.9098593, -9.1328612e-2))
-_PHI2 = ([9.25e-1, 6.2884169e-1, 3.1755495e-1, 1.2716367e-1, 2.2373903e-2, 1.6505689e-4],
-         (-5.7295780e-1, -8.6573138e-8))
+_PHI1 = (
+    [7.5e-1, 3.3486016e-1, 1.3410560e-1, 5.1104756e-2, 2.1465687e-2, 3.6396989e-3],
+    (-1.9098593, -9.1328612e-2),
+)
+_PHI2 = (
+    [9.25e-1, 6.2884169e-1, 3.1755495e-1, 1.2716367e-1, 2.2373903e-2, 1.6505689e-4],
+    (-5.7295780e-1, -8.6573138e-8),
+)
 _PHI3_ALPHA = np.deg2rad([0.0, 0.3, 1.0, 2.0, 4.0, 8.0, 12.0, 20.0, 30.0])
-_PHI3 = ([1.0, 8.3381185e-1, 5.7735424e-1, 4.2144772e-1, 2.3174230e-1, 1.0348178e-1, 6.1733473e-2,
-          1.6107006e-2, 0.0], (-1.0630097, 0.0))
+_PHI3 = (
+    [
+        1.0,
+        8.3381185e-1,
+        5.7735424e-1,
+        4.2144772e-1,
+        2.3174230e-1,
+        1.0348178e-1,
+        6.1733473e-2,
+        1.6107006e-2,
+        0.0,
+    ],
+    (-1.0630097, 0.0),
+)
 _SPLINES: dict[str, Any] = {}
 
 
@@ -126,8 +152,11 @@ def _spline(name: str) -> Any:
     if not _SPLINES:
         from scipy.interpolate import CubicSpline
 
-        for key, x, (y, (d0, d1)) in (("1", _PHI12_ALPHA, _PHI1), ("2", _PHI12_ALPHA, _PHI2),
-                                      ("3", _PHI3_ALPHA, _PHI3)):
+        for key, x, (y, (d0, d1)) in (
+            ("1", _PHI12_ALPHA, _PHI1),
+            ("2", _PHI12_ALPHA, _PHI2),
+            ("3", _PHI3_ALPHA, _PHI3),
+        ):
             _SPLINES[key] = CubicSpline(x, y, bc_type=((1, d0), (1, d1)))
     return _SPLINES[name]
 
@@ -155,8 +184,9 @@ def hg12_phase_function(alpha_deg: Any, g12: float = 0.5) -> np.ndarray:
         g1, g2 = 0.9529 * g12 + 0.02162, -0.6125 * g12 + 0.5572
     small = a < np.deg2rad(7.5)
     phi1 = np.where(small, 1.0 - 6.0 * a / np.pi, _spline("1")(np.clip(a, _PHI12_ALPHA[0], _PHI12_ALPHA[-1])))
-    phi2 = np.where(small, 1.0 - 9.0 * a / (5.0 * np.pi),
-                    _spline("2")(np.clip(a, _PHI12_ALPHA[0], _PHI12_ALPHA[-1])))
+    phi2 = np.where(
+        small, 1.0 - 9.0 * a / (5.0 * np.pi), _spline("2")(np.clip(a, _PHI12_ALPHA[0], _PHI12_ALPHA[-1]))
+    )
     phi3 = np.where(a < _PHI3_ALPHA[-1], _spline("3")(np.clip(a, 0.0, _PHI3_ALPHA[-1])), 0.0)
     out = g1 * phi1 + g2 * phi2 + (1.0 - g1 - g2) * phi3
     return np.where(np.isfinite(a) & (a >= 0), out, np.nan)
@@ -193,12 +223,12 @@ class ObjectColours:
     """Per-object results of `build_colours` (one row per distinct object id)."""
 
     ids: np.ndarray
-    h: np.ndarray            # (N, 6) median reduced magnitude per band
-    h_err: np.ndarray        # (N, 6)
-    n_obs: np.ndarray        # (N, 6) usable detections per band
-    colours: np.ndarray      # (N, 5) u-g, g-r, r-i, i-z, z-y
+    h: np.ndarray  # (N, 6) median reduced magnitude per band
+    h_err: np.ndarray  # (N, 6)
+    n_obs: np.ndarray  # (N, 6) usable detections per band
+    colours: np.ndarray  # (N, 5) u-g, g-r, r-i, i-z, z-y
     colour_errs: np.ndarray  # (N, 5)
-    flags: np.ndarray        # (N,) int64 AsteroidFlag bits
+    flags: np.ndarray  # (N,) int64 AsteroidFlag bits
 
     def model_inputs(self, names: Sequence[str] = MODEL_COLOURS) -> tuple[np.ndarray, np.ndarray]:
         """Colours and their covariance for the mixture (NaN where missing).
@@ -272,8 +302,15 @@ def build_colours(
     ids_raw = _column(table, columns.id_column)
     if n_rows == 0:
         empty = np.zeros((0, len(BANDS)))
-        return ObjectColours(ids_raw[:0], empty, empty.copy(), np.zeros((0, len(BANDS)), np.int64),
-                             np.zeros((0, len(COLOURS))), np.zeros((0, len(COLOURS))), np.zeros(0, np.int64))
+        return ObjectColours(
+            ids_raw[:0],
+            empty,
+            empty.copy(),
+            np.zeros((0, len(BANDS)), np.int64),
+            np.zeros((0, len(COLOURS))),
+            np.zeros((0, len(COLOURS))),
+            np.zeros(0, np.int64),
+        )
     uniq, first, inverse = np.unique(ids_raw, return_index=True, return_inverse=True)
     order = np.argsort(first)  # output in order of first appearance
     rank = np.empty_like(order)
@@ -290,8 +327,15 @@ def build_colours(
     delta = _column(table, columns.topo_dist).astype(np.float64)
 
     good_flux = np.isfinite(flux) & np.isfinite(flux_err) & (flux > 0) & (flux_err > 0)
-    good_geom = np.isfinite(alpha) & (alpha >= 0) & (alpha <= 150) & np.isfinite(r) \
-        & np.isfinite(delta) & (r > MIN_DISTANCE_AU) & (delta > MIN_DISTANCE_AU)
+    good_geom = (
+        np.isfinite(alpha)
+        & (alpha >= 0)
+        & (alpha <= 150)
+        & np.isfinite(r)
+        & np.isfinite(delta)
+        & (r > MIN_DISTANCE_AU)
+        & (delta > MIN_DISTANCE_AU)
+    )
     flags = np.zeros(n_obj, np.int64)
     np.bitwise_or.at(flags, obj[~good_flux], int(AsteroidFlag.NONFINITE_FLUX))
     np.bitwise_or.at(flags, obj[~good_geom], int(AsteroidFlag.MISSING_GEOMETRY))
@@ -348,7 +392,7 @@ def build_colours(
     some_missing = ~np.isfinite(colours[:, model_idx]).all(axis=1) & (n_bands >= 2)
     flags[some_missing] |= int(AsteroidFlag.MISSING_COLOUR)
     model_bands = [BANDS.index(b) for b in "grizy"]
-    single = ((n_obs[:, model_bands] == 1)).any(axis=1)
+    single = (n_obs[:, model_bands] == 1).any(axis=1)
     flags[single & (n_bands >= 2)] |= int(AsteroidFlag.FEW_DETECTIONS)
     return ObjectColours(ids, h, h_err, n_obs, colours, colour_errs, flags)
 
@@ -404,7 +448,10 @@ def sources_from_alerts(alerts: Any) -> Table:
         if all(v is None or isinstance(v, float | int) and not isinstance(v, bool) for v in values):
             out[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
-            out[key] = np.array(["" if v is None else v for v in values]) if any(
-                isinstance(v, str) for v in values) else np.array(values, dtype=object)
+            out[key] = (
+                np.array(["" if v is None else v for v in values])
+                if any(isinstance(v, str) for v in values)
+                else np.array(values, dtype=object)
+            )
     out["ssObjectId"] = np.asarray(out["ssObjectId"], dtype=np.float64).astype(np.int64)
     return out

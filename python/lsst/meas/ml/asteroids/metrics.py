@@ -38,7 +38,9 @@ from .train import (
 __all__ = [
     "QualityConfig",
     "adjusted_rand_index",
-    "benchmark", "logistic_baseline", "plot_colour_diagram",
+    "benchmark",
+    "logistic_baseline",
+    "plot_colour_diagram",
     "quality_report",
     "simulated_population_accuracy",
 ]
@@ -75,15 +77,14 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
     return float((index - expected) / (maximum - expected)) if maximum != expected else 1.0
 
 
-
-
 def _quadratic(x: np.ndarray) -> np.ndarray:
     iu = np.triu_indices(x.shape[1])
     return np.concatenate([x, (x[:, :, None] * x[:, None, :])[:, iu[0], iu[1]]], axis=1)
 
 
-def logistic_baseline(x: np.ndarray, y: np.ndarray, n_classes: int, *, l2: float = 1e-3,
-                      n_steps: int = 300) -> Any:
+def logistic_baseline(
+    x: np.ndarray, y: np.ndarray, n_classes: int, *, l2: float = 1e-3, n_steps: int = 300
+) -> Any:
     """Supervised baseline: multinomial logistic regression on colours and their products.
 
     Parameters
@@ -173,8 +174,12 @@ def quality_report(tc: TrainingColours, config: QualityConfig | None = None) -> 
         train = np.setdiff1d(np.arange(len(colours)), test)
         x_te, c_te, i_te = noisy_realisations(colours[test], config.n_realisations, rng)
         for frac in config.label_fractions:
-            tcfg = AsteroidsTrainingConfig(label_fraction=frac, n_realisations=config.n_realisations,
-                                           n_iter=config.n_iter, seed=config.seed + k)
+            tcfg = AsteroidsTrainingConfig(
+                label_fraction=frac,
+                n_realisations=config.n_realisations,
+                n_iter=config.n_iter,
+                seed=config.seed + k,
+            )
             frng = np.random.default_rng(config.seed + 100 * k + int(frac * 1000))
             model, _ = fit_split(colours[train], y[train], tcfg, frng)
             pred, _ = _predict(model, x_te, c_te)
@@ -183,7 +188,8 @@ def quality_report(tc: TrainingColours, config: QualityConfig | None = None) -> 
             x_tr, _, i_tr = noisy_realisations(colours[known], config.n_realisations, frng)
             base = logistic_baseline(x_tr, y[known][i_tr], len(COMPLEXES))
             acc["logistic_baseline"].setdefault(str(frac), []).append(
-                float((base(x_te) == y[test][i_te]).mean()))
+                float((base(x_te) == y[test][i_te]).mean())
+            )
             if frac == 1.0:
                 x_c, c_c, _ = noisy_realisations(colours[train], config.n_realisations, frng)
                 calibrate_anomaly(model, x_c, c_c)
@@ -210,11 +216,19 @@ def quality_report(tc: TrainingColours, config: QualityConfig | None = None) -> 
     # unsupervised clustering: deconvolved GMM with as many components as complexes present
     x_all, c_all, i_all = noisy_realisations(colours, config.n_realisations, rng)
     n_clusters = len(np.unique(y))
-    unsup = fit_mixture(x_all, c_all, -np.ones(len(x_all), np.int64), len(COMPLEXES),
-                        n_unsupervised=n_clusters, n_iter=config.n_iter, seed=config.seed)
+    unsup = fit_mixture(
+        x_all,
+        c_all,
+        -np.ones(len(x_all), np.int64),
+        len(COMPLEXES),
+        n_unsupervised=n_clusters,
+        n_iter=config.n_iter,
+        seed=config.seed,
+    )
     with torch.no_grad():
-        joint = unsup.joint_log_likelihood(torch.as_tensor(x_all), torch.as_tensor(c_all),
-                                           torch.ones(x_all.shape, dtype=torch.bool))
+        joint = unsup.joint_log_likelihood(
+            torch.as_tensor(x_all), torch.as_tensor(c_all), torch.ones(x_all.shape, dtype=torch.bool)
+        )
     clusters = joint.argmax(1).numpy()
     return {
         "n_objects": int(len(colours)),
@@ -283,8 +297,9 @@ def plot_colour_diagram(model: AsteroidMixture, tc: TrainingColours, path: str) 
     return path
 
 
-def _bare_log_likelihood(x: torch.Tensor, cov_err: torch.Tensor, means: torch.Tensor,
-                         cov: torch.Tensor) -> torch.Tensor:
+def _bare_log_likelihood(
+    x: torch.Tensor, cov_err: torch.Tensor, means: torch.Tensor, cov: torch.Tensor
+) -> torch.Tensor:
     """``log N(x | mu_k, Sigma_k + C_n)`` with every colour observed: no masking, (N, K)."""
     chol = torch.linalg.cholesky(cov[None] + cov_err[:, None])
     resid = (x[:, None] - means[None]).unsqueeze(-1)
@@ -293,14 +308,21 @@ def _bare_log_likelihood(x: torch.Tensor, cov_err: torch.Tensor, means: torch.Te
     return -0.5 * ((sol**2).sum(-1) + logdet + x.shape[1] * np.log(2.0 * np.pi))
 
 
-def _bare_em(x: torch.Tensor, cov_err: torch.Tensor, means: torch.Tensor, cov: torch.Tensor,
-             log_w: torch.Tensor, n_iter: int) -> torch.Tensor:
+def _bare_em(
+    x: torch.Tensor,
+    cov_err: torch.Tensor,
+    means: torch.Tensor,
+    cov: torch.Tensor,
+    log_w: torch.Tensor,
+    n_iter: int,
+) -> torch.Tensor:
     """Plain extreme-deconvolution EM: no labels, no missing colours, no regularisation."""
     for _ in range(n_iter):
         q = torch.softmax(log_w[None] + _bare_log_likelihood(x, cov_err, means, cov), dim=1)
         t = cov[None] + cov_err[:, None]
-        b = means[None] + (cov[None] @ torch.linalg.solve(t, (x[:, None] - means[None]).unsqueeze(-1))
-                           ).squeeze(-1)
+        b = means[None] + (
+            cov[None] @ torch.linalg.solve(t, (x[:, None] - means[None]).unsqueeze(-1))
+        ).squeeze(-1)
         bb = cov[None] - cov[None] @ torch.linalg.solve(t, cov[None].expand_as(t))
         qk = q.sum(0)
         means = (q[:, :, None] * b).sum(0) / qk[:, None]
@@ -311,8 +333,9 @@ def _bare_em(x: torch.Tensor, cov_err: torch.Tensor, means: torch.Tensor, cov: t
     return means
 
 
-def benchmark(n_score: int = 1_000_000, n_fit: int = 20_000, *, n_iter: int = 20, device: str = "cpu",
-              seed: int = 0) -> dict[str, Any]:
+def benchmark(
+    n_score: int = 1_000_000, n_fit: int = 20_000, *, n_iter: int = 20, device: str = "cpu", seed: int = 0
+) -> dict[str, Any]:
     """Objects per second for fitting the mixture and for scoring, with in-process baselines.
 
     Baselines, measured in the same process on the same data and device:
@@ -363,8 +386,9 @@ def benchmark(n_score: int = 1_000_000, n_fit: int = 20_000, *, n_iter: int = 20
     per = {c: (3 if c < 3 else 1) for c in range(len(COMPLEXES))}
     sync()
     t0 = time.perf_counter()
-    model = fit_mixture(x, cov, labels, len(COMPLEXES), components_per_class=per, n_iter=n_iter,
-                        device=device)
+    model = fit_mixture(
+        x, cov, labels, len(COMPLEXES), components_per_class=per, n_iter=n_iter, device=device
+    )
     sync()
     fit_s = time.perf_counter() - t0
     model = model.to(device)
@@ -387,9 +411,11 @@ def benchmark(n_score: int = 1_000_000, n_fit: int = 20_000, *, n_iter: int = 20
     with torch.no_grad():
         for s in range(0, n_score, DEFAULT_CHUNK_SIZE):
             e = min(n_score, s + DEFAULT_CHUNK_SIZE)
-            logp, score = model(torch.as_tensor(xs[s:e], device=device),
-                                torch.as_tensor(covs[s:e], device=device),
-                                torch.as_tensor(obs[s:e], device=device))
+            logp, score = model(
+                torch.as_tensor(xs[s:e], device=device),
+                torch.as_tensor(covs[s:e], device=device),
+                torch.as_tensor(obs[s:e], device=device),
+            )
             logp.cpu(), score.cpu()
     sync()
     score_s = time.perf_counter() - t0
@@ -397,25 +423,37 @@ def benchmark(n_score: int = 1_000_000, n_fit: int = 20_000, *, n_iter: int = 20
     with torch.no_grad():
         for s in range(0, n_score, DEFAULT_CHUNK_SIZE):
             e = min(n_score, s + DEFAULT_CHUNK_SIZE)
-            joint = w0[None] + _bare_log_likelihood(torch.as_tensor(xs[s:e], device=device),
-                                                    torch.as_tensor(covs[s:e], device=device), m0, v0)
+            joint = w0[None] + _bare_log_likelihood(
+                torch.as_tensor(xs[s:e], device=device), torch.as_tensor(covs[s:e], device=device), m0, v0
+            )
             (joint - torch.logsumexp(joint, dim=1, keepdim=True)).cpu()
     sync()
     score_base_s = time.perf_counter() - t0
-    return {"device": device, "n_fit": n_fit, "n_iter": n_iter, "n_components": model.n_components,
-            "fit_seconds": fit_s, "fit_objects_per_s": n_fit / fit_s,
-            "fit_baseline": "plain extreme-deconvolution EM in torch, same components and iterations",
-            "fit_baseline_seconds": fit_base_s, "fit_baseline_objects_per_s": n_fit / fit_base_s,
-            "fit_ratio": fit_s / fit_base_s,
-            "n_score": n_score, "score_seconds": score_s, "score_objects_per_s": n_score / score_s,
-            "score_baseline": "bare mixture posterior in torch (Cholesky + logsumexp, no masking)",
-            "score_baseline_seconds": score_base_s, "score_baseline_objects_per_s": n_score / score_base_s,
-            "score_ratio": score_s / score_base_s,
-            "threads": torch.get_num_threads()}
+    return {
+        "device": device,
+        "n_fit": n_fit,
+        "n_iter": n_iter,
+        "n_components": model.n_components,
+        "fit_seconds": fit_s,
+        "fit_objects_per_s": n_fit / fit_s,
+        "fit_baseline": "plain extreme-deconvolution EM in torch, same components and iterations",
+        "fit_baseline_seconds": fit_base_s,
+        "fit_baseline_objects_per_s": n_fit / fit_base_s,
+        "fit_ratio": fit_s / fit_base_s,
+        "n_score": n_score,
+        "score_seconds": score_s,
+        "score_objects_per_s": n_score / score_s,
+        "score_baseline": "bare mixture posterior in torch (Cholesky + logsumexp, no masking)",
+        "score_baseline_seconds": score_base_s,
+        "score_baseline_objects_per_s": n_score / score_base_s,
+        "score_ratio": score_s / score_base_s,
+        "threads": torch.get_num_threads(),
+    }
 
 
-def simulated_population_accuracy(package: Any, n_objects: int = 5000, *, mag_err: float = 0.05,
-                                  seed: int = 0) -> dict[str, Any]:
+def simulated_population_accuracy(
+    package: Any, n_objects: int = 5000, *, mag_err: float = 0.05, seed: int = 0
+) -> dict[str, Any]:
     """Complex accuracy of a package on objects drawn as the simulated survey draws them.
 
     Complexes with the fractions of

@@ -23,8 +23,14 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "predict_asteroids", "score_colours"]
 DEFAULT_CHUNK_SIZE = 65536
 
 
-def score_colours(package: ModelPackage, x: np.ndarray, cov: np.ndarray, *, device: str = "cpu",
-                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def score_colours(
+    package: ModelPackage,
+    x: np.ndarray,
+    cov: np.ndarray,
+    *,
+    device: str = "cpu",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities and anomaly scores of colours (NaN = missing colour).
 
     Parameters
@@ -54,9 +60,11 @@ def score_colours(package: ModelPackage, x: np.ndarray, cov: np.ndarray, *, devi
     for s in range(0, n, chunk_size):
         e = min(n, s + chunk_size)
         with torch.no_grad():
-            logp, score = model(torch.as_tensor(x[s:e], device=device),
-                                torch.as_tensor(cov[s:e], device=device),
-                                torch.as_tensor(observed[s:e], device=device))
+            logp, score = model(
+                torch.as_tensor(x[s:e], device=device),
+                torch.as_tensor(cov[s:e], device=device),
+                torch.as_tensor(observed[s:e], device=device),
+            )
         prob[s:e] = logp.exp().cpu().numpy()
         anomaly[s:e] = score.cpu().numpy()
     none = ~observed.any(axis=1)

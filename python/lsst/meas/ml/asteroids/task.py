@@ -68,8 +68,15 @@ class ClassifyAsteroidsConfig(pipeBase.PipelineTaskConfig, pipelineConnections=C
 
     def columns(self) -> AsteroidColumns:
         """Return the configured column names."""
-        return AsteroidColumns(self.idColumn, self.bandColumn, self.fluxColumn, self.fluxErrColumn,
-                               self.phaseAngleColumn, self.helioDistColumn, self.topoDistColumn)
+        return AsteroidColumns(
+            self.idColumn,
+            self.bandColumn,
+            self.fluxColumn,
+            self.fluxErrColumn,
+            self.phaseAngleColumn,
+            self.helioDistColumn,
+            self.topoDistColumn,
+        )
 
 
 class ClassifyAsteroidsTask(pipeBase.PipelineTask):
@@ -100,11 +107,20 @@ class ClassifyAsteroidsTask(pipeBase.PipelineTask):
         result : `lsst.pipe.base.Struct`
             ``taxonomy``: `astropy.table.Table` (see `predict_asteroids`).
         """
-        catalog = predict_asteroids(model, ssSources, self.config.columns(),
-                                    anomaly_threshold=self.config.anomalyThreshold, device=self._device())
-        self.log.info("Classified %d Solar System objects with %s %s (%d out of distribution).",
-                      len(catalog), model.name, model.version,
-                      int(((catalog["taxonomy_flags"] & AsteroidFlag.OUT_OF_DISTRIBUTION) != 0).sum()))
+        catalog = predict_asteroids(
+            model,
+            ssSources,
+            self.config.columns(),
+            anomaly_threshold=self.config.anomalyThreshold,
+            device=self._device(),
+        )
+        self.log.info(
+            "Classified %d Solar System objects with %s %s (%d out of distribution).",
+            len(catalog),
+            model.name,
+            model.version,
+            int(((catalog["taxonomy_flags"] & AsteroidFlag.OUT_OF_DISTRIBUTION) != 0).sum()),
+        )
         return pipeBase.Struct(taxonomy=catalog)
 
     def runQuantum(

@@ -74,8 +74,20 @@ __all__ = [
 #: Output classes, in column order.
 COMPLEXES: tuple[str, ...] = ("S", "C", "X", "D", "K", "L", "V", "B", "A", "other")
 
-_COMPLEX_OF = {"S": "S", "Q": "S", "R": "S", "C": "C", "Ch": "C", "D": "D", "Z": "D", "K": "K", "L": "L",
-               "V": "V", "B": "B", "A": "A"}
+_COMPLEX_OF = {
+    "S": "S",
+    "Q": "S",
+    "R": "S",
+    "C": "C",
+    "Ch": "C",
+    "D": "D",
+    "Z": "D",
+    "K": "K",
+    "L": "L",
+    "V": "V",
+    "B": "B",
+    "A": "A",
+}
 _X_LIKE = ("X", "M", "P", "E")
 
 #: Variance (mag^2) given to a missing colour in the M step of `fit_mixture`.
@@ -117,8 +129,8 @@ class TrainingColours:
     """Noise-free synthetic colours of labelled objects."""
 
     colours: np.ndarray  # (N, 4) MODEL_COLOURS, NaN where not computed
-    labels: np.ndarray   # (N,) complex names
-    names: np.ndarray    # (N,) object names/numbers
+    labels: np.ndarray  # (N,) complex names
+    names: np.ndarray  # (N,) object names/numbers
 
 
 def classy_colours(path_or_frame: Any, *, min_coverage: float = 0.6) -> TrainingColours:
@@ -184,15 +196,24 @@ def classy_colours(path_or_frame: Any, *, min_coverage: float = 0.6) -> Training
         m = -2.5 * np.log10((weight * refl[None]).sum(axis=1))
         mags[n] = np.where(coverage >= min_coverage, m, np.nan)
     mags = mags + np.array([SUN_AB[b] for b in BANDS])[None]
-    colours = np.stack([mags[:, BANDS.index(c.split("-")[0])] - mags[:, BANDS.index(c.split("-")[1])]
-                        for c in MODEL_COLOURS], axis=1)
+    colours = np.stack(
+        [
+            mags[:, BANDS.index(c.split("-")[0])] - mags[:, BANDS.index(c.split("-")[1])]
+            for c in MODEL_COLOURS
+        ],
+        axis=1,
+    )
     labels = np.array([complex_of(c) for c in frame["class_"].fillna("")])
     names = np.asarray(frame["name"] if "name" in frame.columns else np.arange(len(frame))).astype(str)
     return TrainingColours(colours, labels, names)
 
 
 def noisy_realisations(
-    colours: np.ndarray, n_realisations: int, rng: np.random.Generator, *, min_mag_err: float = 0.02,
+    colours: np.ndarray,
+    n_realisations: int,
+    rng: np.random.Generator,
+    *,
+    min_mag_err: float = 0.02,
     max_mag_err: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Survey-like noisy copies of noise-free colours.
@@ -314,8 +335,9 @@ def fit_mixture(
         comp_class.append(-1)
         init_means.append(x[rng.choice(np.flatnonzero(complete))])
     if not comp_class:
-        raise AsteroidsTrainingError("No component: give labels (of rows with every colour) or "
-                                     "n_unsupervised > 0.")
+        raise AsteroidsTrainingError(
+            "No component: give labels (of rows with every colour) or n_unsupervised > 0."
+        )
     dt = torch.float64
     X = torch.as_tensor(x, dtype=dt, device=device)
     C = torch.as_tensor(cov_err, dtype=dt, device=device)
@@ -327,8 +349,11 @@ def fit_mixture(
     labelled = L >= 0
     allowed[labelled] = cc[None, :] == L[labelled][:, None]
     mu = torch.as_tensor(np.array(init_means), dtype=dt, device=device)
-    spread = torch.cov(X[torch.as_tensor(complete, device=device)].T) if complete.sum() > 1 \
+    spread = (
+        torch.cov(X[torch.as_tensor(complete, device=device)].T)
+        if complete.sum() > 1
         else torch.eye(d, dtype=dt, device=device)
+    )
     V = (spread / max(1, K) + reg * torch.eye(d, dtype=dt, device=device)).repeat(K, 1, 1)
     logw = torch.full((K,), -np.log(K), dtype=dt, device=device)
     eye = torch.eye(d, dtype=dt, device=device)
@@ -336,7 +361,7 @@ def fit_mixture(
         ll = logw[None] + component_log_likelihood(X, C, obs, mu, V)
         ll = ll.masked_fill(~allowed, -torch.inf)
         q = torch.softmax(ll, dim=1)  # (N, K)
-        T = V[None] + C[:, None]      # (N, K, D, D)
+        T = V[None] + C[:, None]  # (N, K, D, D)
         Tinv_r = torch.linalg.solve(T, (X[:, None] - mu[None]).unsqueeze(-1))
         b = mu[None] + (V[None] @ Tinv_r).squeeze(-1)
         B = V[None] - V[None] @ torch.linalg.solve(T, V[None].expand_as(T))
@@ -350,7 +375,8 @@ def fit_mixture(
         for k in torch.nonzero(cc < 0).flatten().tolist():
             if labelled.any():
                 votes = torch.zeros(n_classes, dtype=dt, device=device).index_add_(
-                    0, L[labelled], q[labelled, k])
+                    0, L[labelled], q[labelled, k]
+                )
                 cc[k] = int(votes.argmax()) if votes.sum() > 0 else 0
             else:
                 cc[k] = k % n_classes
@@ -378,8 +404,9 @@ def calibrate_anomaly(model: AsteroidMixture, x: np.ndarray, cov_err: np.ndarray
     """
     X = torch.as_tensor(x, dtype=torch.float64)
     with torch.no_grad():
-        joint = model.joint_log_likelihood(X, torch.as_tensor(cov_err, dtype=torch.float64),
-                                           torch.ones_like(X, dtype=torch.bool))
+        joint = model.joint_log_likelihood(
+            X, torch.as_tensor(cov_err, dtype=torch.float64), torch.ones_like(X, dtype=torch.bool)
+        )
     raw = (-joint.max(dim=1).values).numpy()
     model.anomaly_reference.copy_(torch.tensor([np.median(raw), np.percentile(raw, 99)]))
     return raw
@@ -403,9 +430,13 @@ class AsteroidsTrainingConfig:
     device: str = "cpu"
 
 
-def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None, *,
-                    unlabelled: tuple[np.ndarray, np.ndarray] | None = None,
-                    training_data: str | None = None) -> TrainingResult:
+def train_asteroids(
+    data: Any,
+    config: AsteroidsTrainingConfig | None = None,
+    *,
+    unlabelled: tuple[np.ndarray, np.ndarray] | None = None,
+    training_data: str | None = None,
+) -> TrainingResult:
     """Train the semi-supervised mixture on classy spectra (and unlabelled survey colours).
 
     Parameters
@@ -457,17 +488,28 @@ def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None, *,
         keep_u = np.isfinite(x_u).any(axis=1)
         unlabelled, n_unlabelled = (x_u[keep_u], c_u[keep_u]), int(keep_u.sum())
     model, counts = fit_split(colours[tr], y[tr], config, rng, unlabelled=unlabelled)
-    x_tr, c_tr, i_tr = noisy_realisations(colours[tr], config.n_realisations, rng,
-                                          min_mag_err=config.min_mag_err, max_mag_err=config.max_mag_err)
+    x_tr, c_tr, i_tr = noisy_realisations(
+        colours[tr],
+        config.n_realisations,
+        rng,
+        min_mag_err=config.min_mag_err,
+        max_mag_err=config.max_mag_err,
+    )
     calibrate_anomaly(model, x_tr, c_tr)
     seconds = time.perf_counter() - start
     metrics: dict[str, Any] = {}
     if n_val:
-        x_v, c_v, i_v = noisy_realisations(colours[val], config.n_realisations, rng,
-                                           min_mag_err=config.min_mag_err, max_mag_err=config.max_mag_err)
+        x_v, c_v, i_v = noisy_realisations(
+            colours[val],
+            config.n_realisations,
+            rng,
+            min_mag_err=config.min_mag_err,
+            max_mag_err=config.max_mag_err,
+        )
         with torch.no_grad():
-            logp, _ = model(torch.as_tensor(x_v), torch.as_tensor(c_v),
-                            torch.ones(x_v.shape, dtype=torch.bool))
+            logp, _ = model(
+                torch.as_tensor(x_v), torch.as_tensor(c_v), torch.ones(x_v.shape, dtype=torch.bool)
+            )
         pred = logp.argmax(1).numpy()
         metrics["validation_accuracy"] = float((pred == y[val][i_v]).mean())
     metrics["n_components"] = int(model.n_components)
@@ -476,24 +518,41 @@ def train_asteroids(data: Any, config: AsteroidsTrainingConfig | None = None, *,
         model.float(),
         family="asteroids",
         architecture="asteroid_gmm",
-        hyperparameters={"n_components": model.n_components, "n_features": len(MODEL_COLOURS),
-                         "n_classes": len(COMPLEXES)},
+        hyperparameters={
+            "n_components": model.n_components,
+            "n_features": len(MODEL_COLOURS),
+            "n_classes": len(COMPLEXES),
+        },
         inputs={"colours": list(MODEL_COLOURS), "phase_function": "HG12", "g12": 0.5},
         outputs={"class_names": list(COMPLEXES)},
         version=config.version,
-        provenance={"training_data": training_data
-                    or "classy (Mahlke et al. 2022) spectra x speclite lsst2023 throughputs",
-                    "config": dataclasses.asdict(config), "metrics": metrics,
-                    "label_counts": counts},
+        provenance={
+            "training_data": training_data
+            or "classy (Mahlke et al. 2022) spectra x speclite lsst2023 throughputs",
+            "config": dataclasses.asdict(config),
+            "metrics": metrics,
+            "label_counts": counts,
+        },
         name="asteroids-gmm",
     )
-    return TrainingResult(package=package, metrics=metrics, training_seconds=seconds, n_train=len(tr),
-                          n_validation=len(val), report={"label_counts": counts})
+    return TrainingResult(
+        package=package,
+        metrics=metrics,
+        training_seconds=seconds,
+        n_train=len(tr),
+        n_validation=len(val),
+        report={"label_counts": counts},
+    )
 
 
-def fit_split(colours: np.ndarray, y: np.ndarray, config: AsteroidsTrainingConfig,
-               rng: np.random.Generator, *, unlabelled: tuple[np.ndarray, np.ndarray] | None = None,
-               ) -> tuple[AsteroidMixture, dict[str, int]]:
+def fit_split(
+    colours: np.ndarray,
+    y: np.ndarray,
+    config: AsteroidsTrainingConfig,
+    rng: np.random.Generator,
+    *,
+    unlabelled: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[AsteroidMixture, dict[str, int]]:
     """Fit on noisy copies of ``colours``; only ``label_fraction`` of the objects keep their label.
 
     Parameters
@@ -517,8 +576,9 @@ def fit_split(colours: np.ndarray, y: np.ndarray, config: AsteroidsTrainingConfi
     counts : `dict` [`str`, `int`]
         Labelled objects per complex.
     """
-    x, cov, idx = noisy_realisations(colours, config.n_realisations, rng, min_mag_err=config.min_mag_err,
-                                     max_mag_err=config.max_mag_err)
+    x, cov, idx = noisy_realisations(
+        colours, config.n_realisations, rng, min_mag_err=config.min_mag_err, max_mag_err=config.max_mag_err
+    )
     known = rng.random(len(colours)) < config.label_fraction
     if config.label_fraction > 0 and not known.any():
         known[rng.integers(len(colours))] = True
@@ -529,7 +589,14 @@ def fit_split(colours: np.ndarray, y: np.ndarray, config: AsteroidsTrainingConfi
         x = np.concatenate([x, unlabelled[0]])
         cov = np.concatenate([cov, unlabelled[1]])
         lab = np.concatenate([lab, np.full(len(unlabelled[0]), -1)])
-    model = fit_mixture(x, cov, lab, len(COMPLEXES),
-                        components_per_class={COMPLEXES.index(c): k for c, k in per.items()},
-                        n_iter=config.n_iter, seed=config.seed, device=config.device)
+    model = fit_mixture(
+        x,
+        cov,
+        lab,
+        len(COMPLEXES),
+        components_per_class={COMPLEXES.index(c): k for c, k in per.items()},
+        n_iter=config.n_iter,
+        seed=config.seed,
+        device=config.device,
+    )
     return model, counts

@@ -53,9 +53,7 @@ def model_dataset_type_for(butler: Butler, family: str) -> DatasetType:
     dataset_type : `lsst.daf.butler.DatasetType`
         The dimensionless ``MLModelPackage`` dataset type of the family.
     """
-    dataset_type = DatasetType(
-        model_dataset_type(family), (), "MLModelPackage", universe=butler.dimensions
-    )
+    dataset_type = DatasetType(model_dataset_type(family), (), "MLModelPackage", universe=butler.dimensions)
     butler.registry.registerDatasetType(dataset_type)
     return dataset_type
 

@@ -116,13 +116,34 @@ def measure_startup(repo: str | os.PathLike | None = None, repeats: int = 1) -> 
         pipeline = str(pipeline_path("dia.yaml"))
         best: dict[str, float] = {}
         for i in range(repeats):
-            base = [_tool("pipetask"), "run", "-b", repo, "-i", f"MLSim/defaults,{run}", "-p", pipeline,
-                    "--register-dataset-types"]
-            w1 = _timed([*base, "-o", f"u/bench/startup1_{i}", "-d",
-                         f"visit={one['visit']} AND detector={one['detector']}"])
+            base = [
+                _tool("pipetask"),
+                "run",
+                "-b",
+                repo,
+                "-i",
+                f"MLSim/defaults,{run}",
+                "-p",
+                pipeline,
+                "--register-dataset-types",
+            ]
+            w1 = _timed(
+                [
+                    *base,
+                    "-o",
+                    f"u/bench/startup1_{i}",
+                    "-d",
+                    f"visit={one['visit']} AND detector={one['detector']}",
+                ]
+            )
             wn = _timed([*base, "-o", f"u/bench/startupN_{i}"])
-            proc = subprocess.run([sys.executable, "-c", _IMPORTS.format(family="dia")], capture_output=True,
-                                  text=True, check=True, timeout=300)
+            proc = subprocess.run(
+                [sys.executable, "-c", _IMPORTS.format(family="dia")],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            )
             fresh = json.loads(proc.stdout.strip().splitlines()[-1])
             for key, value in (("pipetask_1_s", w1), ("pipetask_n_s", wn), *fresh.items()):
                 best[key] = min(best.get(key, float("inf")), value)

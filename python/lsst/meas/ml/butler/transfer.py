@@ -120,7 +120,9 @@ class _InputGraphBuilder(AllDimensionsQuantumGraphBuilder):
         self.missing_inputs.add(dataset_type.name)
         return [
             DatasetRef(
-                dataset_type, self.empty_data_id, run=_PLACEHOLDER_RUN,
+                dataset_type,
+                self.empty_data_id,
+                run=_PLACEHOLDER_RUN,
                 id=uuid.uuid5(uuid.NAMESPACE_URL, f"meas_ml:{_PLACEHOLDER_RUN}:{dataset_type.name}"),
             )
         ]
@@ -188,20 +190,28 @@ def _recreate_collection(
     if info.type is CollectionType.TAGGED:
         for dataset_type, refs in refs_by_type.items():
             wanted = {ref.id for ref in refs}
-            tagged = [ref for ref in source.query_datasets(dataset_type, collections=name, find_first=False,
-                                                           limit=None, explain=False) if ref.id in wanted]
+            tagged = [
+                ref
+                for ref in source.query_datasets(
+                    dataset_type, collections=name, find_first=False, limit=None, explain=False
+                )
+                if ref.id in wanted
+            ]
             if tagged:
                 dest.registry.associate(name, tagged)
     elif info.type is CollectionType.CALIBRATION:
         for dataset_type, refs in refs_by_type.items():
             wanted = {ref.id for ref in refs}
             try:
-                associations = list(source.registry.queryDatasetAssociations(
-                    dataset_type, collections=[name], flattenChains=False
-                ))
+                associations = list(
+                    source.registry.queryDatasetAssociations(
+                        dataset_type, collections=[name], flattenChains=False
+                    )
+                )
             except NotImplementedError:  # a client that cannot list validity ranges
-                _log.warning("Cannot read the validity ranges of %s in %s: certify them by hand.",
-                             dataset_type, name)
+                _log.warning(
+                    "Cannot read the validity ranges of %s in %s: certify them by hand.", dataset_type, name
+                )
                 continue
             for assoc in associations:
                 if assoc.ref.id in wanted and assoc.timespan is not None:
@@ -276,15 +286,22 @@ def transfer_inputs(
     graph = _pipeline_graph(pipeline)
     output_run = output_run or _GRAPH_OUTPUT_RUN
     builder = _InputGraphBuilder(
-        graph, source_butler, where=where, bind=bind, input_collections=collections, output_run=output_run,
+        graph,
+        source_butler,
+        where=where,
+        bind=bind,
+        input_collections=collections,
+        output_run=output_run,
         allow_missing=list(allow_missing),
     )
     components = builder.finish(attach_datastore_records=False)
     t_graph = time.perf_counter()
 
     if builder.missing_inputs:
-        _log.info("Not in the source (register them in the destination): %s.",
-                  ", ".join(sorted(builder.missing_inputs)))
+        _log.info(
+            "Not in the source (register them in the destination): %s.",
+            ", ".join(sorted(builder.missing_inputs)),
+        )
     quanta = Counter(q.task_label for q in components.quantum_datasets.values())
     if not quanta:
         raise TransferError(
@@ -339,6 +356,7 @@ def transfer_inputs(
         summary["transferred"],
         len(refs),
         ", ".join(f"{k}: {v}" for k, v in summary["by_dataset_type"].items()),
-        sum(quanta.values()), summary["dest"],
+        sum(quanta.values()),
+        summary["dest"],
     )
     return summary

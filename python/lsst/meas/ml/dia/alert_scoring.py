@@ -101,8 +101,8 @@ def alert_stamps(records: Sequence[AlertRecord], stamp_size: int) -> AlertStamps
         parts.append(stampset_from(cut))
         usable[i] = True
         flags["flag_resized"][i] = diff.shape != (stamp_size, stamp_size)
-        flags["flag_bad_psf"][i] = diff.psf is not None and bad_psf(diff) or (
-            rec.survey == "rubin" and diff.psf is None
+        flags["flag_bad_psf"][i] = (
+            diff.psf is not None and bad_psf(diff) or (rec.survey == "rubin" and diff.psf is None)
         )
     for p in problems:
         _log.warning("Not scored: %s", p)
@@ -154,8 +154,6 @@ def score_alerts(
         extra_flags=prepared.flags,
     )
     table["reference_score"] = np.array([r.reference_score for r in records], dtype=np.float32)
-    table["reference_score"].description = (
-        "The survey's own real/bogus score (Rubin reliability, ZTF drb)."
-    )
+    table["reference_score"].description = "The survey's own real/bogus score (Rubin reliability, ZTF drb)."
     table["survey"] = np.array([r.survey for r in records], dtype="U8")
     return table

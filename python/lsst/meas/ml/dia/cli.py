@@ -74,8 +74,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         butler = open_repo(args.repo)
         collections = args.collections.split(",")
-        parts.append(butler_training_set(butler, collections, stamp_size=args.stamp_size, where=args.where,
-                                         max_detectors=args.max_detectors))
+        parts.append(
+            butler_training_set(
+                butler,
+                collections,
+                stamp_size=args.stamp_size,
+                where=args.where,
+                max_detectors=args.max_detectors,
+            )
+        )
         described["butler"] = {
             "repo": os.path.abspath(args.repo),
             "collections": collections,
@@ -93,8 +100,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         described["alerts"] = {"files": [os.path.basename(a) for a in args.alerts], "split": args.alert_split}
     data = TrainingSet.concatenate(parts)
     config = DiaTrainingConfig(
-        stamp_size=args.stamp_size, widths=tuple(args.widths), symmetric=args.symmetric, epochs=args.epochs,
-        seed=args.seed, version=args.version,
+        stamp_size=args.stamp_size,
+        widths=tuple(args.widths),
+        symmetric=args.symmetric,
+        epochs=args.epochs,
+        seed=args.seed,
+        version=args.version,
     )
     result = train_dia(data, config, provenance={"training_data": described})
     package, report = result.package, result.report
@@ -116,12 +127,20 @@ def add_train_parser(subparsers: Any) -> None:
     p.add_argument("--collections", default="MLSim/defaults", help="Comma-separated input collections.")
     p.add_argument("--where", default="", help="Butler query constraint on the data IDs.")
     p.add_argument("--max-detectors", type=int, default=None, help="Use at most this many detectors.")
-    p.add_argument("--simulate", choices=("tiny", "default"), default=None,
-                   help="Also simulate surveys of this size in memory (no repository) and train on them.")
+    p.add_argument(
+        "--simulate",
+        choices=("tiny", "default"),
+        default=None,
+        help="Also simulate surveys of this size in memory (no repository) and train on them.",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="Seeds of the --simulate surveys.")
     p.add_argument("--alerts", nargs="*", default=[], help="Alert files (Rubin/ZTF Parquet or Avro).")
-    p.add_argument("--alert-split", choices=("all", "train"), default="train",
-                   help="'train' keeps alerts with id % 3 != 0, leaving the rest for `meas-ml quality dia`.")
+    p.add_argument(
+        "--alert-split",
+        choices=("all", "train"),
+        default="train",
+        help="'train' keeps alerts with id % 3 != 0, leaving the rest for `meas-ml quality dia`.",
+    )
     p.add_argument("--out", required=True, help="Model package to write (.safetensors).")
     p.add_argument("--stamp-size", type=int, default=32)
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 32])
@@ -162,8 +181,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         table.write(tmp, overwrite=True)
     n_scored = int((table["ml_class"] != "").sum())
     print(
-        f"Scored {n_scored} of {len(table)} alerts with {package.name} {package.version}; "
-        f"wrote {args.out}."
+        f"Scored {n_scored} of {len(table)} alerts with {package.name} {package.version}; wrote {args.out}."
     )
     return 0
 
@@ -185,9 +203,13 @@ def add_predict_parser(subparsers: Any) -> None:
     p.add_argument("--alerts", nargs="+", required=True, help="Alert files.")
     p.add_argument("--schema", default=None, help="Avro schema (.avsc) for schemaless Avro alert files.")
     p.add_argument("--out", required=True, help="Output table (.parquet, .fits, .ecsv, ...).")
-    p.add_argument("--dihedral", choices=("auto", "gpu", "always", "never"), default="auto",
-                   help="Average over the 8 rotations/flips: auto (unless the model is invariant by "
-                        "construction), gpu (on GPUs only), always, never.")
+    p.add_argument(
+        "--dihedral",
+        choices=("auto", "gpu", "always", "never"),
+        default="auto",
+        help="Average over the 8 rotations/flips: auto (unless the model is invariant by "
+        "construction), gpu (on GPUs only), always, never.",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps.")
     p.set_defaults(func=_cmd_predict)
 
@@ -197,8 +219,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
     report = run_benchmark(
-        _load_package(args.model), n_sources=args.sources, image_size=args.size, threads=args.threads,
-        repeats=args.repeats, device=args.device, node_cores=args.node_cores, night_sources=args.night,
+        _load_package(args.model),
+        n_sources=args.sources,
+        image_size=args.size,
+        threads=args.threads,
+        repeats=args.repeats,
+        device=args.device,
+        node_cores=args.node_cores,
+        night_sources=args.night,
     )
     print(json.dumps(report, indent=2, default=float))
     return 0
@@ -239,8 +267,9 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     if args.compare_templates:
         if butler is None:
             raise SystemExit("--compare-templates needs --repo (a DRP-shaped simulated repository).")
-        report = template_comparison(_load_package(args.model), butler, args.collections.split(","),
-                                     where=args.where)
+        report = template_comparison(
+            _load_package(args.model), butler, args.collections.split(","), where=args.where
+        )
         print(json.dumps(report, indent=2, default=float))
         return 0
     simulated = None
@@ -249,15 +278,24 @@ def _cmd_quality(args: argparse.Namespace) -> int:
         from .train import TrainingSet, survey_training_set
 
         package = _load_package(args.model)
-        simulated = TrainingSet.concatenate([
-            survey_training_set(simulate_survey(SurveyConfig.from_name(args.simulate, seed=seed)),
-                                stamp_size=int(package.inputs["stamp_size"]))
-            for seed in args.seeds
-        ])
+        simulated = TrainingSet.concatenate(
+            [
+                survey_training_set(
+                    simulate_survey(SurveyConfig.from_name(args.simulate, seed=seed)),
+                    stamp_size=int(package.inputs["stamp_size"]),
+                )
+                for seed in args.seeds
+            ]
+        )
     report = quality_report(
-        _load_package(args.model), butler=butler, simulated=simulated,
-        collections=args.collections.split(","), where=args.where,
-        ztf=args.ztf, ztf_split=args.ztf_split, rubin=args.rubin,
+        _load_package(args.model),
+        butler=butler,
+        simulated=simulated,
+        collections=args.collections.split(","),
+        where=args.where,
+        ztf=args.ztf,
+        ztf_split=args.ztf_split,
+        rubin=args.rubin,
     )
     text = json.dumps(report, indent=2, default=float)
     if args.out:
@@ -281,15 +319,26 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--repo", default=None, help="Repository with the simulated survey (held-out detectors).")
     p.add_argument("--collections", default="MLSim/defaults")
     p.add_argument("--where", default="", help="Data-ID constraint selecting held-out detectors.")
-    p.add_argument("--simulate", choices=("tiny", "default"), default=None,
-                   help="Score held-out surveys simulated in memory with --seeds (not used in training).")
+    p.add_argument(
+        "--simulate",
+        choices=("tiny", "default"),
+        default=None,
+        help="Score held-out surveys simulated in memory with --seeds (not used in training).",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[99])
     p.add_argument("--ztf", nargs="*", default=[], help="ZTF alert files (labels: drb).")
-    p.add_argument("--ztf-split", choices=("holdout", "all"), default="holdout",
-                   help="Score only the ZTF alerts held out of training (id % 3 == 0), or all.")
+    p.add_argument(
+        "--ztf-split",
+        choices=("holdout", "all"),
+        default="holdout",
+        help="Score only the ZTF alerts held out of training (id % 3 == 0), or all.",
+    )
     p.add_argument("--rubin", nargs="*", default=[], help="Rubin alert files (reference: reliability).")
     p.add_argument("--out", default=None, help="Write the JSON report here too.")
-    p.add_argument("--compare-templates", action="store_true",
-                   help="Score --repo's detectors with the stored template and with the derived one "
-                   "(visit - difference, as on DP1) and report the change.")
+    p.add_argument(
+        "--compare-templates",
+        action="store_true",
+        help="Score --repo's detectors with the stored template and with the derived one "
+        "(visit - difference, as on DP1) and report the change.",
+    )
     p.set_defaults(func=_cmd_quality)

@@ -326,7 +326,12 @@ def derived_template(science: PixelPlanes, difference: PixelPlanes) -> PixelPlan
     image = science.image_njy().astype(np.float32) - difference.image_njy().astype(np.float32)
     variance = np.asarray(science.variance, np.float32) * np.float32(science.photo_calib**2)
     return dataclasses.replace(
-        science, image=image, variance=variance, mask=science.mask, photo_calib=1.0, psf=difference.psf,
+        science,
+        image=image,
+        variance=variance,
+        mask=science.mask,
+        photo_calib=1.0,
+        psf=difference.psf,
         metadata={"TEMPLATE": "visit image - difference image"},
     )
 
@@ -368,7 +373,11 @@ def cut_raw_stamps(
             difference.mask,
             science.mask,
         ],
-        x, y, size, xy0=difference.xy0, fill=np.nan,
+        x,
+        y,
+        size,
+        xy0=difference.xy0,
+        fill=np.nan,
     )
     # Calibrate the stamps, not the images (nJy; a no-op when photo_calib is 1).
     for k, exp in enumerate((science, template, difference)):

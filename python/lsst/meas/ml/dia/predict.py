@@ -50,6 +50,7 @@ __all__ = [
     "use_dihedral_average",
 ]
 
+
 class DiaFlag(DescribedFlag):
     """Bits of the ``flags`` column; each is also a boolean ``flag_<name>`` column."""
 
@@ -300,5 +301,12 @@ def score_stamps(
     average = use_dihedral_average(dihedral, package, engine)
     probs = predict_probabilities(package, stamps.x, engine, average=average) if scored.any() else None
     meta = {**package.provenance_metadata(), "dihedral_average": bool(average)}
-    return score_table(ids, probs, stamps if scored.any() else None, scored=scored,
-                       max_nan_fraction=max_nan_fraction, extra_flags=extra_flags, meta=meta)
+    return score_table(
+        ids,
+        probs,
+        stamps if scored.any() else None,
+        scored=scored,
+        max_nan_fraction=max_nan_fraction,
+        extra_flags=extra_flags,
+        meta=meta,
+    )

@@ -223,7 +223,8 @@ def template_comparison(
         "mean_abs_reliability_change": float(diff.mean()) if len(diff) else float("nan"),
         "p99_abs_reliability_change": float(np.percentile(diff, 99)) if len(diff) else float("nan"),
         "decisions_changed": float(((detector[ok] >= threshold) != (derived[ok] >= threshold)).mean())
-        if len(diff) else float("nan"),
+        if len(diff)
+        else float("nan"),
         "auc_detector_template": metrics.roc_auc(detector[ok], truth_real[ok].astype(int)),
         "auc_derived_template": metrics.roc_auc(derived[ok], truth_real[ok].astype(int)),
     }

@@ -281,21 +281,35 @@ class ClassifyDiaSourcesTask(pipeBase.PipelineTask):
             stamps = StampSet.concatenate([], self.config.stampSize)
         else:
             stamps = cut_source_stamps(
-                science, template, difference, x, y, self.config.stampSize,
+                science,
+                template,
+                difference,
+                x,
+                y,
+                self.config.stampSize,
                 bad_mask_planes=list(self.config.badMaskPlanes),
             )
         scored = ~stamps.offimage
         psf_bad = bad_psf(difference, min_fwhm=self.config.minPsfFwhm, max_fwhm=self.config.maxPsfFwhm)
         table = score_stamps(
-            model, ids, stamps.subset(scored), self.engine, scored=scored,
-            dihedral=self.config.dihedralAverage, max_nan_fraction=self.config.maxNanFraction,
+            model,
+            ids,
+            stamps.subset(scored),
+            self.engine,
+            scored=scored,
+            dihedral=self.config.dihedralAverage,
+            max_nan_fraction=self.config.maxNanFraction,
             extra_flags={"flag_bad_psf": np.full(len(ids), psf_bad), "flag_offimage": ~scored},
         )
         table.meta["template_source"] = self.config.templateSource
         self.log.info(
             "Scored %d of %d DIA sources (%d off the image, %d at the edge, %d masked; template: %s)%s.",
-            int(scored.sum()), len(ids), int((~scored).sum()), int(stamps.edge.sum()),
-            int(stamps.masked.sum()), self.config.templateSource,
+            int(scored.sum()),
+            len(ids),
+            int((~scored).sum()),
+            int(stamps.edge.sum()),
+            int(stamps.masked.sum()),
+            self.config.templateSource,
             " with rotation averaging" if table.meta["dihedral_average"] else "",
         )
         return pipeBase.Struct(scores=table)

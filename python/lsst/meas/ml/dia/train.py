@@ -155,8 +155,12 @@ def butler_training_set(
         get = lambda name: butler.get(name, data_id, collections=collections)  # noqa: E731
         parts.append(
             labelled_stamps(
-                get(names["visitImage"]), get(names["templateImage"]), butler.get(ref),
-                get(names["diaSourceTable"]), get(truth), stamp_size=stamp_size,
+                get(names["visitImage"]),
+                get(names["templateImage"]),
+                butler.get(ref),
+                get(names["diaSourceTable"]),
+                get(truth),
+                stamp_size=stamp_size,
             )
         )
     return TrainingSet.concatenate(parts)
@@ -208,20 +212,28 @@ def labelled_stamps(
     lookup = {int(i): str(lab) for i, lab in zip(truth["diaSourceId"], truth["label"], strict=True)}
     label = np.array([TRUTH_LABELS.get(lookup.get(int(i), ""), -2) for i in sources["diaSourceId"]])
     stamps = cut_source_stamps(
-        science, template, difference,
-        np.asarray(sources["x"], float), np.asarray(sources["y"], float), stamp_size,
+        science,
+        template,
+        difference,
+        np.asarray(sources["x"], float),
+        np.asarray(sources["y"], float),
+        stamp_size,
     )
     keep = (label >= 0) & ~stamps.offimage
     return TrainingSet(
-        stamps.x[keep], label[keep], np.full(int(keep.sum()), origin),
+        stamps.x[keep],
+        label[keep],
+        np.full(int(keep.sum()), origin),
         np.asarray(sources["diaSourceId"], np.int64)[keep],
     )
 
 
 def _empty_set(stamp_size: int) -> TrainingSet:
     return TrainingSet(
-        np.zeros((0, len(CHANNELS), stamp_size, stamp_size), np.float32), np.zeros(0, np.int64),
-        np.zeros(0, "U5"), np.zeros(0, np.int64),
+        np.zeros((0, len(CHANNELS), stamp_size, stamp_size), np.float32),
+        np.zeros(0, np.int64),
+        np.zeros(0, "U5"),
+        np.zeros(0, np.int64),
     )
 
 
@@ -476,8 +488,15 @@ def train_dia(
 
     def package_with(outputs: dict[str, Any], metrics: dict[str, Any]) -> ModelPackage:
         return ModelPackage.from_model(
-            model, family="dia", architecture="dia_cnn", hyperparameters=hyper, inputs=inputs,
-            outputs=outputs, version=config.version, name=config.name, provenance=dict(prov, metrics=metrics),
+            model,
+            family="dia",
+            architecture="dia_cnn",
+            hyperparameters=hyper,
+            inputs=inputs,
+            outputs=outputs,
+            version=config.version,
+            name=config.name,
+            provenance=dict(prov, metrics=metrics),
         )
 
     package = package_with(outputs, {})
@@ -493,6 +512,10 @@ def train_dia(
         report["validation"] = evaluate(package, val, threshold=threshold)
         package = package_with(outputs, report["validation"])
     return TrainingResult(
-        package=package, metrics=dict(report.get("validation", {})), training_seconds=train_seconds,
-        n_train=len(trn), n_validation=len(val), report=report,
+        package=package,
+        metrics=dict(report.get("validation", {})),
+        training_seconds=train_seconds,
+        n_train=len(trn),
+        n_validation=len(val),
+        report=report,
     )

@@ -27,7 +27,7 @@ import torch
 
 from ..models.dla import DlaCnn, dla_loss
 from ..packages import ModelPackage
-from ..training import TrainingResult
+from ..training import TrainingResult, warmup_cosine
 from .features import N_CHANNELS, PreparedSpectrum, grid_index, prepare_spectrum
 from .simulate import SimulationConfig, simulate_sightline
 from .voigt import LYA
@@ -196,10 +196,7 @@ def train_dla(config: DlaTrainingConfig | None = None, *, log: Any = None) -> Tr
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     steps = cfg.epochs * max(1, len(x) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / max(steps, 1)))
-    )
+    sched = warmup_cosine(opt, steps)
     t_train = time.perf_counter()
     step = 0
     for epoch in range(cfg.epochs):

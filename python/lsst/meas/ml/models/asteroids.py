@@ -94,8 +94,9 @@ class AsteroidMixture(nn.Module):
         chol = torch.tril(self.chol)
         return chol @ chol.transpose(-1, -2)
 
-    def set_mixture(self, means: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor,
-                    component_class: torch.Tensor) -> None:
+    def set_mixture(
+        self, means: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor, component_class: torch.Tensor
+    ) -> None:
         """Store a fitted mixture (covariances as Cholesky factors).
 
         Parameters
@@ -114,8 +115,9 @@ class AsteroidMixture(nn.Module):
         self.log_weights.copy_(torch.log(weights.clamp_min(1e-12)))
         self.component_class.copy_(component_class)
 
-    def joint_log_likelihood(self, x: torch.Tensor, cov_err: torch.Tensor,
-                             observed: torch.Tensor) -> torch.Tensor:
+    def joint_log_likelihood(
+        self, x: torch.Tensor, cov_err: torch.Tensor, observed: torch.Tensor
+    ) -> torch.Tensor:
         """``log w_k + log N(x | mu_k, Sigma_k + C_n)``, shape (N, K).
 
         Parameters
@@ -136,8 +138,9 @@ class AsteroidMixture(nn.Module):
         means, cov = self.means.to(x.dtype), self.covariances.to(x.dtype)
         return self.log_weights.to(x.dtype)[None] + component_log_likelihood(x, cov_err, observed, means, cov)
 
-    def forward(self, x: torch.Tensor, cov_err: torch.Tensor,
-                observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cov_err: torch.Tensor, observed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class log-probabilities and calibrated anomaly scores.
 
         Parameters

@@ -162,9 +162,7 @@ class MBRNN(nn.Module):
         self.register_buffer("feature_std", torch.ones(self.n_features))
         self.register_buffer("temperature", torch.ones(1))
         self.register_buffer("embed_mean", torch.zeros(int(n_members), self.embed_dim))
-        self.register_buffer(
-            "embed_precision", torch.eye(self.embed_dim).repeat(int(n_members), 1, 1)
-        )
+        self.register_buffer("embed_precision", torch.eye(self.embed_dim).repeat(int(n_members), 1, 1))
         self.register_buffer("ood_scale", torch.ones(1))
         if pit_knots < 0 or pit_knots == 1:
             raise ValueError(f"pit_knots must be 0 or at least 2, got {pit_knots}.")
@@ -301,5 +299,6 @@ class MBRNN(nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, embeddings = self.member_outputs(inputs)
         return self.pdf_from_logits(logits), self.ood_distance(embeddings) / self.ood_scale
+
 
 from . import photoz_templates  # noqa: E402,F401  (template grid of the photo-z follow-up)

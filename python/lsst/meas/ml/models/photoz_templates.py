@@ -105,8 +105,10 @@ def amplitude_marginal_loglike(
     b = (ivar * flux) @ m.T
     sff = (ivar * flux * flux).sum(dim=1, keepdim=True)
     chi2 = (sff - b * b / a).clamp_min(0.0)
-    loglike = -0.5 * chi2 + 0.5 * (math.log(2.0 * math.pi) - torch.log(a)) + torch.special.log_ndtr(
-        b / torch.sqrt(a)
+    loglike = (
+        -0.5 * chi2
+        + 0.5 * (math.log(2.0 * math.pi) - torch.log(a))
+        + torch.special.log_ndtr(b / torch.sqrt(a))
     )
     return loglike.reshape(flux.shape[0], *shape), chi2.reshape(flux.shape[0], *shape)
 
@@ -129,8 +131,9 @@ class TemplateGrid(nn.Module):
         Template mixes inserted between neighbouring templates on the grid.
     """
 
-    def __init__(self, n_z: int = 301, n_templates: int = 8, n_ebv: int = 4, n_bands: int = 6,
-                 n_interp: int = 2) -> None:
+    def __init__(
+        self, n_z: int = 301, n_templates: int = 8, n_ebv: int = 4, n_bands: int = 6, n_interp: int = 2
+    ) -> None:
         super().__init__()
         self.n_interp = n_interp
         self.register_buffer("redshift", torch.zeros(n_z, dtype=torch.float64))

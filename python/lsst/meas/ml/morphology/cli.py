@@ -264,7 +264,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_quality(args: argparse.Namespace) -> int:
     from ..fileio import write_text_atomic
-    from .quality import QualityConfig, format_table, paired_gains, quality_report
+    from .quality import QualityConfig, format_gains, format_table, paired_gains, quality_report
 
     config = QualityConfig.full() if args.full else QualityConfig()
     if args.steps:
@@ -284,16 +284,8 @@ def _cmd_quality(args: argparse.Namespace) -> int:
         print(f"seed {seed}:")
         print(format_table(reports[-1]))
     gains = paired_gains(reports)
-    lines = ["| route | labels | seeds | accuracy gain | seeds gaining | macro-F1 gain | seeds gaining |"]
-    lines.append("|---|---|---|---|---|---|---|")
-    for g in gains:
-        lines.append(
-            f"| {g['mode']} | {100 * g['label_fraction']:g}% | {g['seeds']} "
-            f"| {g['accuracy_gain']:+.3f} ± {g['accuracy_gain_se']:.3f} | {g['seeds_gaining_accuracy']} "
-            f"| {g['macro_f1_gain']:+.3f} ± {g['macro_f1_gain_se']:.3f} | {g['seeds_gaining_macro_f1']} |"
-        )
     print("Gain over the supervised DAT, paired by seed (mean ± standard error):")
-    print("\n".join(lines))
+    print(format_gains(gains))
     if args.json:
         payload = reports[0] if len(reports) == 1 else {"reports": reports}
         write_text_atomic(args.json, json.dumps({**payload, "paired_gains": gains}, indent=2) + "\n")

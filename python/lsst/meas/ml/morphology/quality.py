@@ -46,7 +46,14 @@ from .train import (
     train_morphology,
 )
 
-__all__ = ["QualityConfig", "format_table", "paired_gains", "quality_report", "simulated_stamps"]
+__all__ = [
+    "QualityConfig",
+    "format_gains",
+    "format_table",
+    "paired_gains",
+    "quality_report",
+    "simulated_stamps",
+]
 
 _LOG = logging.getLogger("lsst.meas.ml.morphology.quality")
 
@@ -318,3 +325,30 @@ def paired_gains(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def format_gains(gains: list[dict[str, Any]]) -> str:
+    """Return `paired_gains` as a Markdown table.
+
+    Parameters
+    ----------
+    gains : `list` [`dict`]
+        A `paired_gains` result.
+
+    Returns
+    -------
+    table : `str`
+        One row per route and label fraction: seeds, accuracy and macro-F1
+        gains (mean ± standard error) and the seeds that gained.
+    """
+    lines = [
+        "| route | labels | seeds | accuracy gain | seeds gaining | macro-F1 gain | seeds gaining |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in gains:
+        lines.append(
+            f"| {g['mode']} | {100 * g['label_fraction']:g}% | {g['seeds']} "
+            f"| {g['accuracy_gain']:+.3f} ± {g['accuracy_gain_se']:.3f} | {g['seeds_gaining_accuracy']} "
+            f"| {g['macro_f1_gain']:+.3f} ± {g['macro_f1_gain_se']:.3f} | {g['seeds_gaining_macro_f1']} |"
+        )
+    return "\n".join(lines)

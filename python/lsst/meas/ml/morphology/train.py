@@ -46,7 +46,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -58,7 +57,7 @@ from torch.nn import functional as F
 from ..augment import AugmentConfig, augment
 from ..engine import select_device
 from ..packages import ModelPackage
-from ..training import TrainingResult, update_moving_average
+from ..training import TrainingResult, update_moving_average, warmup_cosine
 from .features import (
     DEFAULT_BANDS,
     DEFAULT_CLASSES,
@@ -410,10 +409,7 @@ def contrastive_pretrain(
         params = list(model.parameters()) + list(proj.parameters())
         opt = torch.optim.AdamW(params, lr=config.pretrain_lr, weight_decay=config.weight_decay)
         steps = int(config.pretrain_steps)
-        warm = max(1, steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-        )
+        sched = warmup_cosine(opt, steps)
         gen = torch.Generator().manual_seed(config.seed + 104729)
         rng = np.random.default_rng(config.seed + 104729)
         strong = AugmentConfig.strong()
@@ -595,13 +591,7 @@ def train_morphology(
             _class_weights(labels[train_lab], k, config.class_weighting), dtype=torch.float32, device=device
         )
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        warm = max(1, config.steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt,
-            lambda s: (
-                min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps))
-            ),
-        )
+        sched = warmup_cosine(opt, config.steps)
         # Separate random streams for the labelled and the unlabelled parts, so that a supervised and a
         # semi-supervised run with one seed see the same labelled batches and augmentations.
         gen = torch.Generator().manual_seed(config.seed)

@@ -84,7 +84,10 @@ def write_synthetic_input(path: str, rows: int, *, model: str | None = None, see
     package = ModelPackage.load(model) if model else default_package()
     columns = columns_for_package(package)
     table = make_photometric_catalog(
-        rows, seed=seed, bands=columns.bands, flux_template=columns.flux_template,
+        rows,
+        seed=seed,
+        bands=columns.bands,
+        flux_template=columns.flux_template,
         flux_err_template=columns.flux_err_template,
     )
     if columns.ebv_column:
@@ -110,8 +113,20 @@ def _child(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     rows = 0
     if mode == "stream":
-        args = ["predict", "photoz", "--input", input_path, "--out", out, "--pdf-format", pdf_format,
-                "--chunk-size", chunk, "--device", device]
+        args = [
+            "predict",
+            "photoz",
+            "--input",
+            input_path,
+            "--out",
+            out,
+            "--pdf-format",
+            pdf_format,
+            "--chunk-size",
+            chunk,
+            "--device",
+            device,
+        ]
         if model != "-":
             args += ["--model", model]
         rc = main(args)
@@ -137,8 +152,15 @@ def _child(argv: Sequence[str]) -> int:
 
 
 def run_child(
-    mode: str, input_path: str, out: str, *, pdf_format: str = "full", chunk_size: int = 65536,
-    model: str | None = None, threads: int = 0, device: str = "cpu",
+    mode: str,
+    input_path: str,
+    out: str,
+    *,
+    pdf_format: str = "full",
+    chunk_size: int = 65536,
+    model: str | None = None,
+    threads: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run one mode in a fresh child process; its figures, with ``peak_mb`` from `os.wait4`.
 
@@ -174,8 +196,20 @@ def run_child(
     RuntimeError
         Raised if the child exits with a non-zero status.
     """
-    cmd = [sys.executable, "-m", "lsst.meas.ml.photoz.bench", "--child", mode, input_path, out, pdf_format,
-           str(chunk_size), model or "-", str(threads), device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lsst.meas.ml.photoz.bench",
+        "--child",
+        mode,
+        input_path,
+        out,
+        pdf_format,
+        str(chunk_size),
+        model or "-",
+        str(threads),
+        device,
+    ]
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
@@ -242,8 +276,13 @@ def run_memory_benchmark(
     sizes = sorted({int(n) for n in rows})
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        common = {"pdf_format": pdf_format, "chunk_size": chunk_size, "model": model, "threads": threads,
-                  "device": device}
+        common = {
+            "pdf_format": pdf_format,
+            "chunk_size": chunk_size,
+            "model": model,
+            "threads": threads,
+            "device": device,
+        }
         first = os.path.join(tmp, f"in_{sizes[0]}.parquet")
         write_synthetic_input(first, sizes[0], model=model)
         runs.append(run_child("floor", first, os.path.join(tmp, "floor.parquet"), **common))
@@ -258,8 +297,14 @@ def run_memory_benchmark(
     stream = {r["rows"]: r for r in runs if r["mode"] == "stream"}
     whole = {r["rows"]: r for r in runs if r["mode"] == "whole"}
     report: dict[str, Any] = {
-        "pdf_format": pdf_format, "chunk_size": chunk_size, "model": model or "default", "device": device,
-        "floor_mb": runs[0]["peak_mb"], "runs": runs, "peak_ratio": None, "throughput_ratio": None,
+        "pdf_format": pdf_format,
+        "chunk_size": chunk_size,
+        "model": model or "default",
+        "device": device,
+        "floor_mb": runs[0]["peak_mb"],
+        "runs": runs,
+        "peak_ratio": None,
+        "throughput_ratio": None,
     }
     if len(stream) > 1:
         report["peak_ratio"] = stream[max(stream)]["peak_mb"] / stream[min(stream)]["peak_mb"]
@@ -392,12 +437,20 @@ def write_synthetic_hats(
     table = table.append_column("ra", pa.array(ra)).append_column("dec", pa.array(dec))
     pq.write_table(table, parquet)
     del table
-    with Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
-                silence_logs=logging.ERROR) as client:
+    with Client(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=logging.ERROR
+    ) as client:
         args = ImportArguments(
-            output_artifact_name="objects_hats", input_file_list=[parquet], file_reader="parquet",
-            ra_column="ra", dec_column="dec", output_path=directory, pixel_threshold=int(partition_rows),
-            highest_healpix_order=8, progress_bar=False, resume=False,
+            output_artifact_name="objects_hats",
+            input_file_list=[parquet],
+            file_reader="parquet",
+            ra_column="ra",
+            dec_column="dec",
+            output_path=directory,
+            pixel_threshold=int(partition_rows),
+            highest_healpix_order=8,
+            progress_bar=False,
+            resume=False,
             tmp_dir=os.path.join(directory, "hats_import_tmp"),
         )
         pipeline_with_client(args, client)
@@ -499,26 +552,53 @@ def run_hats_benchmark(
             config.device = "cpu"
             file_out = os.path.join(tmp, "file.parquet")
             t0, cpu0 = time.perf_counter(), _cpu_seconds()
-            summary = predict_photoz_file(package, parquet, file_out, chunk_size=chunk_size,
-                                          engine=InferenceEngine(config))
+            summary = predict_photoz_file(
+                package, parquet, file_out, chunk_size=chunk_size, engine=InferenceEngine(config)
+            )
             seconds = time.perf_counter() - t0
-            runs.append({"mode": "file", "workers": 0, "rows": summary["rows"], "seconds": seconds,
-                         "cpu_s": _cpu_seconds() - cpu0})
+            runs.append(
+                {
+                    "mode": "file",
+                    "workers": 0,
+                    "rows": summary["rows"],
+                    "seconds": seconds,
+                    "cpu_s": _cpu_seconds() - cpu0,
+                }
+            )
 
             out = os.path.join(tmp, "hats_sync")
             t0, cpu0 = time.perf_counter(), _cpu_seconds()
-            summary = predict_photoz_hats(package, hats_path, out, n_workers=0, chunk_size=chunk_size,
-                                          device="cpu", torch_threads=threads)
-            runs.append({"mode": "hats", "workers": 0, "rows": summary["rows"],
-                         "seconds": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - cpu0})
+            summary = predict_photoz_hats(
+                package,
+                hats_path,
+                out,
+                n_workers=0,
+                chunk_size=chunk_size,
+                device="cpu",
+                torch_threads=threads,
+            )
+            runs.append(
+                {
+                    "mode": "hats",
+                    "workers": 0,
+                    "rows": summary["rows"],
+                    "seconds": time.perf_counter() - t0,
+                    "cpu_s": _cpu_seconds() - cpu0,
+                }
+            )
         finally:
             torch.set_num_threads(before)
 
         for n in workers:
             t0 = time.perf_counter()
             with dask.config.set(LOCAL_CLUSTER_CONFIG):
-                cluster = LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.ERROR)
+                cluster = LocalCluster(
+                    n_workers=int(n),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             try:
                 with Client(cluster) as client:
                     client.run(importlib.import_module, "lsst.meas.ml.photoz.hats")
@@ -526,8 +606,15 @@ def run_hats_benchmark(
                     out = os.path.join(tmp, f"hats_{n}")
                     cpu_workers = client.run(_cpu_seconds)
                     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-                    summary = predict_photoz_hats(package, hats_path, out, client=client,
-                                                  chunk_size=chunk_size, device="cpu", torch_threads=threads)
+                    summary = predict_photoz_hats(
+                        package,
+                        hats_path,
+                        out,
+                        client=client,
+                        chunk_size=chunk_size,
+                        device="cpu",
+                        torch_threads=threads,
+                    )
                     seconds = time.perf_counter() - t0
                     cpu_main = _cpu_seconds() - cpu0
                     cpu_workers = {k: v - cpu_workers[k] for k, v in client.run(_cpu_seconds).items()}
@@ -535,22 +622,31 @@ def run_hats_benchmark(
                     peaks = client.run(_peak_rss_mb)
             finally:
                 cluster.close()
-            runs.append({
-                "mode": "hats", "workers": int(n), "rows": summary["rows"], "seconds": seconds,
-                "startup_s": startup,
-                "package_loads": sum(s["package_loads"] for s in stats.values()),
-                "partitions_per_worker": sorted(s["partitions"] for s in stats.values()),
-                "load_s_per_worker": max(s["load_seconds"] for s in stats.values()),
-                "peak_rss_mb_per_worker": max(peaks.values()),
-                "cpu_s": cpu_main + sum(cpu_workers.values()),
-                "cpu_s_per_worker": sorted(round(v, 2) for v in cpu_workers.values()),
-            })
+            runs.append(
+                {
+                    "mode": "hats",
+                    "workers": int(n),
+                    "rows": summary["rows"],
+                    "seconds": seconds,
+                    "startup_s": startup,
+                    "package_loads": sum(s["package_loads"] for s in stats.values()),
+                    "partitions_per_worker": sorted(s["partitions"] for s in stats.values()),
+                    "load_s_per_worker": max(s["load_seconds"] for s in stats.values()),
+                    "peak_rss_mb_per_worker": max(peaks.values()),
+                    "cpu_s": cpu_main + sum(cpu_workers.values()),
+                    "cpu_s_per_worker": sorted(round(v, 2) for v in cpu_workers.values()),
+                }
+            )
 
         file_table = pq.read_table(file_out, columns=["objectId", "photoz_mean"]).to_pandas()
-        hats_table = lsdb.open_catalog(os.path.join(tmp, f"hats_{workers[-1]}") if workers else out,
-                                       columns=["objectId", "photoz_mean"]).compute(progress_bar=False)
-        merged = file_table.merge(hats_table[["objectId", "photoz_mean"]].astype({"photoz_mean": "float64"}),
-                                  on="objectId", suffixes=("_file", "_hats"))
+        hats_table = lsdb.open_catalog(
+            os.path.join(tmp, f"hats_{workers[-1]}") if workers else out, columns=["objectId", "photoz_mean"]
+        ).compute(progress_bar=False)
+        merged = file_table.merge(
+            hats_table[["objectId", "photoz_mean"]].astype({"photoz_mean": "float64"}),
+            on="objectId",
+            suffixes=("_file", "_hats"),
+        )
         diff = np.abs(merged["photoz_mean_file"].to_numpy(float) - merged["photoz_mean_hats"].to_numpy(float))
     baseline = runs[0]["rows"] / runs[0]["seconds"]
     baseline_cpu = runs[0]["rows"] / runs[0]["cpu_s"]
@@ -559,9 +655,17 @@ def run_hats_benchmark(
         r["ratio"] = r["rows_per_s"] / baseline
         r["rows_per_cpu_s"] = r["rows"] / r["cpu_s"]
         r["cpu_ratio"] = r["rows_per_cpu_s"] / baseline_cpu
-    return {"rows": rows, "partitions": n_partitions, "partition_rows": partition_rows,
-            "chunk_size": chunk_size, "threads": threads, "model": model or "default", "runs": runs,
-            "joined_rows": int(len(merged)), "max_abs_diff_mean": float(diff.max()) if diff.size else None}
+    return {
+        "rows": rows,
+        "partitions": n_partitions,
+        "partition_rows": partition_rows,
+        "chunk_size": chunk_size,
+        "threads": threads,
+        "model": model or "default",
+        "runs": runs,
+        "joined_rows": int(len(merged)),
+        "max_abs_diff_mean": float(diff.max()) if diff.size else None,
+    }
 
 
 def format_hats_report(report: dict[str, Any]) -> str:
@@ -590,16 +694,24 @@ def format_hats_report(report: dict[str, Any]) -> str:
             name, note = "hats, in this process", "Dask synchronous scheduler"
         else:
             name = f"hats, {r['workers']} Dask worker(s)"
-            note = (f"cluster start {r['startup_s']:.1f} s (not timed); CPU s per worker "
-                    f"{r['cpu_s_per_worker']}; worker peak RSS "
-                    f"{r['peak_rss_mb_per_worker']:.0f} MB; package built "
-                    f"{r['package_loads']} time(s) ({r['load_s_per_worker']:.2f} s per worker) for "
-                    f"partitions {r['partitions_per_worker']} per worker")
-        lines.append(f"{name:<26}{r['seconds']:>8.2f}{r['rows_per_s']:>11.0f}{r['ratio']:>7.2f}"
-                     f"{r['cpu_s']:>8.2f}{r['rows_per_cpu_s']:>11.0f}{r['cpu_ratio']:>7.2f}  {note}")
-    lines.append("ratio: objects/s (wall clock, then per CPU second of this process and the workers) over "
-                 "that of the single-process file path, measured in this run.")
+            note = (
+                f"cluster start {r['startup_s']:.1f} s (not timed); CPU s per worker "
+                f"{r['cpu_s_per_worker']}; worker peak RSS "
+                f"{r['peak_rss_mb_per_worker']:.0f} MB; package built "
+                f"{r['package_loads']} time(s) ({r['load_s_per_worker']:.2f} s per worker) for "
+                f"partitions {r['partitions_per_worker']} per worker"
+            )
+        lines.append(
+            f"{name:<26}{r['seconds']:>8.2f}{r['rows_per_s']:>11.0f}{r['ratio']:>7.2f}"
+            f"{r['cpu_s']:>8.2f}{r['rows_per_cpu_s']:>11.0f}{r['cpu_ratio']:>7.2f}  {note}"
+        )
+    lines.append(
+        "ratio: objects/s (wall clock, then per CPU second of this process and the workers) over "
+        "that of the single-process file path, measured in this run."
+    )
     if report.get("max_abs_diff_mean") is not None:
-        lines.append(f"HATS vs file output, {report['joined_rows']} rows joined by objectId: largest "
-                     f"|photoz_mean difference| {report['max_abs_diff_mean']:.2e}")
+        lines.append(
+            f"HATS vs file output, {report['joined_rows']} rows joined by objectId: largest "
+            f"|photoz_mean difference| {report['max_abs_diff_mean']:.2e}"
+        )
     return "\n".join(lines)

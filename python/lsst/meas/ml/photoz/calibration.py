@@ -22,7 +22,10 @@ DEFAULT_MAG_EDGES: tuple[float, ...] = (16.0, 20.0, 22.0, 23.0, 24.0, 24.5, 25.0
 
 
 def coverage_by_magnitude(
-    lo: np.ndarray, hi: np.ndarray, z_true: np.ndarray, mag: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    z_true: np.ndarray,
+    mag: np.ndarray,
     mag_edges: Sequence[float] = DEFAULT_MAG_EDGES,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return the fraction of true redshifts inside the 68% interval, per magnitude bin.
@@ -105,8 +108,14 @@ def plot_pit_histograms(
 
 
 def plot_coverage_by_magnitude(
-    intervals: Mapping[str, tuple[np.ndarray, np.ndarray]], z_true: np.ndarray, mag: np.ndarray, path: str, *,
-    mag_edges: Sequence[float] = DEFAULT_MAG_EDGES, title: str = "", mag_label: str = "i [AB mag]",
+    intervals: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    z_true: np.ndarray,
+    mag: np.ndarray,
+    path: str,
+    *,
+    mag_edges: Sequence[float] = DEFAULT_MAG_EDGES,
+    title: str = "",
+    mag_label: str = "i [AB mag]",
 ) -> str:
     """Write a PNG of the 68% interval coverage per magnitude bin of one or more estimators.
 

@@ -184,8 +184,16 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
     # The demo keeps the recipe its figures in doc/photoz_demo.md were measured with (trainer 1.1.0:
     # three hidden layers, no noise augmentation): a smaller, quicker fit for a demo, and the noise
     # augmentation of the 1.2.0 defaults was tuned on cosmoDC2, not on the simulated survey.
-    config = PhotozTrainingConfig(n_members=2, epochs=40, patience=8, num_threads=0, z_max=z_max,
-                                  n_bins=n_bins, hidden=(128, 128, 128), noise_augment=0.0)
+    config = PhotozTrainingConfig(
+        n_members=2,
+        epochs=40,
+        patience=8,
+        num_threads=0,
+        z_max=z_max,
+        n_bins=n_bins,
+        hidden=(128, 128, 128),
+        noise_augment=0.0,
+    )
     result = train_photoz_table(
         table,
         PhotozColumns(),
@@ -194,7 +202,9 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
         provenance={
             "training_data": {
                 "calibration_field": {
-                    "simulated_survey": stored["name"], "seed": seed, "galaxies": len(calibration)
+                    "simulated_survey": stored["name"],
+                    "seed": seed,
+                    "galaxies": len(calibration),
                 },
                 "specz_from": collections,
                 "rows": len(table),
@@ -210,8 +220,9 @@ def train_demo_package(butler: Any, collections: Sequence[str], workdir: str) ->
 _I_COLUMNS = ["objectId", "i_cModelFlux", "i_cModelFluxErr", "i_psfFlux", "i_psfFluxErr"]
 
 
-def _matched(butler: Any, ref: Any, collections: Any, *, cat: Table | None = None,
-             objects: Table | None = None) -> Table:
+def _matched(
+    butler: Any, ref: Any, collections: Any, *, cat: Table | None = None, objects: Table | None = None
+) -> Table:
     """``ml_photoz`` of one tract joined with the truth and the i-band fluxes.
 
     ``cat`` and ``objects`` are the tract's ``ml_photoz`` and ``object``
@@ -221,10 +232,14 @@ def _matched(butler: Any, ref: Any, collections: Any, *, cat: Table | None = Non
         cat = butler.get(ref)
     truth = butler.get("truth_object", ref.dataId, collections=collections)
     if objects is None:
-        objects = butler.get("object", ref.dataId, collections=collections,
-                             parameters={"columns": _I_COLUMNS})
-    both = join(cat["objectId", "photoz_mode", "photoz_flags"], truth["objectId", "redshift", "is_star"],
-                keys="objectId")
+        objects = butler.get(
+            "object", ref.dataId, collections=collections, parameters={"columns": _I_COLUMNS}
+        )
+    both = join(
+        cat["objectId", "photoz_mode", "photoz_flags"],
+        truth["objectId", "redshift", "is_star"],
+        keys="objectId",
+    )
     return join(both, objects[_I_COLUMNS], keys="objectId")
 
 
@@ -243,10 +258,16 @@ def _selections(both: Table) -> tuple[float, list[tuple[str, str, np.ndarray]]]:
     snr_at = f"{np.nanmedian(snr[near]):.0f}" if near.any() else "n/a"
     return m5, [
         ("all galaxies", "", gal),
-        (f"i<{LSST_GOLD_I} (LSST 10-year gold cut; i-band S/N ~{snr_at} at the cut here)", "_i_lt_25.3",
-         lsst_gold),
-        (f"gold at this depth, i<{limit:.2f} (point-source S/N>={GOLD_POINT_SNR:.0f})", "_gold",
-         gal & (mag < limit)),
+        (
+            f"i<{LSST_GOLD_I} (LSST 10-year gold cut; i-band S/N ~{snr_at} at the cut here)",
+            "_i_lt_25.3",
+            lsst_gold,
+        ),
+        (
+            f"gold at this depth, i<{limit:.2f} (point-source S/N>={GOLD_POINT_SNR:.0f})",
+            "_gold",
+            gal & (mag < limit),
+        ),
     ]
 
 
@@ -321,9 +342,11 @@ def summarize(butler: Any, collections: Any) -> list[str]:
         z_true = np.asarray(both["redshift"], float)
         m5, selections = _selections(both)
         ood = (np.asarray(cat["photoz_flags"]) & int(PhotozFlag.OUT_OF_DISTRIBUTION)) != 0
-        lines.append(f"ml_photoz tract {ref.dataId['tract']}: {len(cat)} objects, {ood.mean():.1%} flagged "
-                     f"out-of-distribution; coadd i-band 5-sigma depth {m5:.2f} (LSST 10-year: 26.8); "
-                     "against true z:")
+        lines.append(
+            f"ml_photoz tract {ref.dataId['tract']}: {len(cat)} objects, {ood.mean():.1%} flagged "
+            f"out-of-distribution; coadd i-band 5-sigma depth {m5:.2f} (LSST 10-year: 26.8); "
+            "against true z:"
+        )
         for name, _, sel in selections:
             lines.append(
                 f"    {name} ({int(sel.sum())}): sigma_NMAD {sigma_nmad(z_phot[sel], z_true[sel]):.4f}, "
@@ -342,8 +365,9 @@ def summarize(butler: Any, collections: Any) -> list[str]:
     return lines + summarize_followup(butler, collections)
 
 
-def colour_floor(survey: str = "default", seed: int = 2042, n_galaxies: int = 60000,
-                 n_test: int = 5000, k: int = 15) -> dict[str, float]:
+def colour_floor(
+    survey: str = "default", seed: int = 2042, n_galaxies: int = 60000, n_test: int = 5000, k: int = 15
+) -> dict[str, float]:
     """Measure the photo-z floor set by the simulated galaxy colours alone (no photometric noise).
 
     A ``k``-nearest-neighbour estimate (median true redshift of the ``k``
@@ -375,8 +399,9 @@ def colour_floor(survey: str = "default", seed: int = 2042, n_galaxies: int = 60
     from ..simulate import SurveyConfig, simulate_catalog
 
     def colours(field_seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        _, truth, _ = simulate_catalog(SurveyConfig.from_name(survey, seed=field_seed), n_galaxies=n,
-                                       n_stars=0)
+        _, truth, _ = simulate_catalog(
+            SurveyConfig.from_name(survey, seed=field_seed), n_galaxies=n, n_stars=0
+        )
         gal = truth[~np.asarray(truth["is_star"], dtype=bool)]
         flux = np.stack([np.asarray(gal[f"{b}_flux"], float) for b in "ugrizy"], axis=1)
         return np.diff(-2.5 * np.log10(np.clip(flux, 1e-6, None)), axis=1), np.asarray(gal["redshift"], float)
@@ -385,8 +410,11 @@ def colour_floor(survey: str = "default", seed: int = 2042, n_galaxies: int = 60
     test_c, test_z = colours(seed + 1, n_test)
     _, idx = cKDTree(ref_c).query(test_c, k=k)
     z_est = np.median(ref_z[idx], axis=1)
-    return {"sigma_nmad": sigma_nmad(z_est, test_z), "outlier_frac": outlier_fraction(z_est, test_z),
-            "n": float(len(test_z))}
+    return {
+        "sigma_nmad": sigma_nmad(z_est, test_z),
+        "outlier_frac": outlier_fraction(z_est, test_z),
+        "n": float(len(test_z)),
+    }
 
 
 def diagnose(butler: Any, collections: Any) -> list[str]:
@@ -420,22 +448,28 @@ def diagnose(butler: Any, collections: Any) -> list[str]:
         missing = np.zeros(len(objects), dtype=bool)
         for band in "ugrizy":
             missing |= ~np.isfinite(np.asarray(objects[f"{band}_cModelFlux"], float))
-        lines.append(f"tract {ref.dataId['tract']}: i-band 5-sigma depth {m5:.2f}, gold limit "
-                     f"i<{gold_limit(m5):.2f}; {int(gal.sum())} galaxies, {np.mean(z_true[gal] > z_top):.1%} "
-                     f"above the grid's z_max {z_top:g}; {missing.mean():.1%} of objects miss a band")
+        lines.append(
+            f"tract {ref.dataId['tract']}: i-band 5-sigma depth {m5:.2f}, gold limit "
+            f"i<{gold_limit(m5):.2f}; {int(gal.sum())} galaxies, {np.mean(z_true[gal] > z_top):.1%} "
+            f"above the grid's z_max {z_top:g}; {missing.mean():.1%} of objects miss a band"
+        )
         snr = np.asarray(both["i_cModelFlux"], float) / np.asarray(both["i_cModelFluxErr"], float)
         for lo, hi in ((0, 5), (5, 10), (10, 20), (20, 50), (50, np.inf)):
             sel = gal & (snr >= lo) & (snr < hi)
-            lines.append(f"    i S/N {lo}-{hi} ({int(sel.sum())}): sigma_NMAD "
-                         f"{sigma_nmad(z_phot[sel], z_true[sel]):.3f}, outliers "
-                         f"{outlier_fraction(z_phot[sel], z_true[sel]):.1%}")
+            lines.append(
+                f"    i S/N {lo}-{hi} ({int(sel.sum())}): sigma_NMAD "
+                f"{sigma_nmad(z_phot[sel], z_true[sel]):.3f}, outliers "
+                f"{outlier_fraction(z_phot[sel], z_true[sel]):.1%}"
+            )
         for lo, hi in ((0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, 4.0)):
             sel = gold & (z_true >= lo) & (z_true < hi)
             if not sel.any():
                 continue
-            lines.append(f"    gold, true z {lo}-{hi} ({int(sel.sum())}): sigma_NMAD "
-                         f"{sigma_nmad(z_phot[sel], z_true[sel]):.3f}, outliers "
-                         f"{outlier_fraction(z_phot[sel], z_true[sel]):.1%}")
+            lines.append(
+                f"    gold, true z {lo}-{hi} ({int(sel.sum())}): sigma_NMAD "
+                f"{sigma_nmad(z_phot[sel], z_true[sel]):.3f}, outliers "
+                f"{outlier_fraction(z_phot[sel], z_true[sel]):.1%}"
+            )
     return lines or ["ml_photoz: none written"]
 
 
@@ -454,13 +488,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from lsst.daf.butler import Butler
 
-    parser = argparse.ArgumentParser(prog="python -m lsst.meas.ml.photoz.demo",
-                                     description="Break the demo's photo-z quality down by S/N and redshift.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lsst.meas.ml.photoz.demo",
+        description="Break the demo's photo-z quality down by S/N and redshift.",
+    )
     parser.add_argument("repo", help="a repository made by `meas-ml demo`")
-    parser.add_argument("--collections", default="u/demo/ml",
-                        help="where ml_photoz is (default: %(default)s)")
-    parser.add_argument("--floor", action="store_true",
-                        help="also measure the floor set by the simulated colours (about 20 s)")
+    parser.add_argument(
+        "--collections", default="u/demo/ml", help="where ml_photoz is (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the floor set by the simulated colours (about 20 s)",
+    )
     args = parser.parse_args(argv)
     butler = Butler.from_config(args.repo)
     for line in diagnose(butler, args.collections):
@@ -468,8 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.floor:
         name = str(butler.get("mlsim_config", collections=args.collections)["name"])
         floor = colour_floor(name)
-        print(f"noise-free colours, 15 nearest neighbours among 60000 galaxies ({int(floor['n'])} tested): "
-              f"sigma_NMAD {floor['sigma_nmad']:.3f}, outliers {floor['outlier_frac']:.1%}")
+        print(
+            f"noise-free colours, 15 nearest neighbours among 60000 galaxies ({int(floor['n'])} tested): "
+            f"sigma_NMAD {floor['sigma_nmad']:.3f}, outliers {floor['outlier_frac']:.1%}"
+        )
     return 0
 
 

@@ -91,15 +91,24 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 #: The template grid shipped with meas_ml.
-DEFAULT_TEMPLATE_PACKAGE_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data",
-                                             "photoz_templates.safetensors")
+DEFAULT_TEMPLATE_PACKAGE_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "data", "photoz_templates.safetensors"
+)
 
 #: Posterior samplers.
 FOLLOWUP_METHODS = ("grid", "mcmc")
 
 #: Templates (in order from red to blue) of the ``CWWSB4.list`` of RAIL's BPZ.
-CWWSB4_TEMPLATES = ("El_B2004a", "Sbc_B2004a", "Scd_B2004a", "Im_B2004a", "SB3_B2004a", "SB2_B2004a",
-                    "ssp_25Myr_z008", "ssp_5Myr_z008")
+CWWSB4_TEMPLATES = (
+    "El_B2004a",
+    "Sbc_B2004a",
+    "Scd_B2004a",
+    "Im_B2004a",
+    "SB3_B2004a",
+    "SB2_B2004a",
+    "ssp_25Myr_z008",
+    "ssp_5Myr_z008",
+)
 
 
 class FollowupError(MeasMlUserError, ValueError):
@@ -110,14 +119,16 @@ class PhotozBayesFlag(DescribedFlag):
     """Bits of the ``photoz_bayes_flags`` column, with their descriptions."""
 
     NO_DATA = 1, "fewer than two usable bands; estimates are NaN"
-    MISSING_BAND = 2, (
-        "at least one band has no usable flux (non-finite, or a non-positive error); fitted without"
+    MISSING_BAND = (
+        2,
+        ("at least one band has no usable flux (non-finite, or a non-positive error); fitted without"),
     )
     POOR_FIT = 4, "best-fit chi-square improbable (p < 0.001): the templates do not describe the fluxes"
     NOT_CONVERGED = 8, "MCMC: R-hat above the limit or too few effective samples"
     AT_Z_MAX = 16, "more than 5% of the posterior within 0.1 of the upper end of the redshift range"
-    USER_SELECTED = 32, (
-        "followed up because its id was requested, not because it was flagged out of distribution"
+    USER_SELECTED = (
+        32,
+        ("followed up because its id was requested, not because it was flagged out of distribution"),
     )
 
 
@@ -244,8 +255,12 @@ def madau_transmission(wave_obs: np.ndarray, z: float) -> np.ndarray:
     xe = 1.0 + z
     below = xc < xe
     x = xc[below]
-    tau[below] += (0.25 * x**3 * (xe**0.46 - x**0.46) + 9.4 * x**1.5 * (xe**0.18 - x**0.18)
-                   - 0.7 * x**3 * (x**-1.32 - xe**-1.32) - 0.023 * (xe**1.68 - x**1.68))
+    tau[below] += (
+        0.25 * x**3 * (xe**0.46 - x**0.46)
+        + 9.4 * x**1.5 * (xe**0.18 - x**0.18)
+        - 0.7 * x**3 * (x**-1.32 - xe**-1.32)
+        - 0.023 * (xe**1.68 - x**1.68)
+    )
     return np.exp(-np.clip(tau, 0.0, 700.0))
 
 
@@ -255,8 +270,9 @@ def _read_sed(path: str) -> tuple[np.ndarray, np.ndarray]:
     return data[order, 0], data[order, 1]
 
 
-def _band_fluxes(wave_rest: np.ndarray, flam: np.ndarray, z: float, filters: Sequence[tuple[np.ndarray,
-                 np.ndarray]]) -> np.ndarray:
+def _band_fluxes(
+    wave_rest: np.ndarray, flam: np.ndarray, z: float, filters: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
     """Flux density (f_nu, arbitrary units) of a rest-frame SED at ``z`` through each filter."""
     out = np.empty(len(filters))
     for k, (wave, resp) in enumerate(filters):
@@ -351,8 +367,9 @@ def build_template_package(
                 fluxes[i, t, d] = _band_fluxes(wave, reddened, max(float(zi), 1e-4), filters)
     ref = fluxes[..., list(bands).index(reference_band)][..., None]
     fluxes = fluxes / ref
-    model = _templates.TemplateGrid(n_z=z.size, n_templates=len(templates), n_ebv=ebv_grid.size,
-                                    n_bands=len(bands), n_interp=n_interp)
+    model = _templates.TemplateGrid(
+        n_z=z.size, n_templates=len(templates), n_ebv=ebv_grid.size, n_bands=len(bands), n_interp=n_interp
+    )
     model.redshift.copy_(torch.from_numpy(z))
     model.ebv.copy_(torch.from_numpy(ebv_grid))
     model.fluxes.copy_(torch.from_numpy(fluxes.astype(np.float32)))
@@ -361,19 +378,31 @@ def build_template_package(
         "sed_source": "CWWSB4 templates of RAIL's BPZ (pz-rail-base: rail/examples_data/estimation_data/data/"
         "SED; MIT License, LSST DESC): Coleman, Wu & Weedman (1980) and Kinney et al. (1996) templates "
         "as extended by Benitez (2004), and two Bruzual & Charlot (2003) young populations",
-        "filters": (f"{filter_prefix}_[{''.join(bands)}].res" if filter_dir
-                    else f"speclite {filter_prefix}-[{''.join(bands)}]"),
+        "filters": (
+            f"{filter_prefix}_[{''.join(bands)}].res"
+            if filter_dir
+            else f"speclite {filter_prefix}-[{''.join(bands)}]"
+        ),
         "dust": "Calzetti et al. (2000), R_V = 4.05",
         "igm": "Madau (1995)",
     }
     prov.update(provenance or {})
     return ModelPackage.from_model(
-        model, family="photoz", architecture="photoz_template_grid",
-        hyperparameters={"n_z": int(z.size), "n_templates": len(templates), "n_ebv": int(ebv_grid.size),
-                         "n_bands": len(bands), "n_interp": int(n_interp)},
+        model,
+        family="photoz",
+        architecture="photoz_template_grid",
+        hyperparameters={
+            "n_z": int(z.size),
+            "n_templates": len(templates),
+            "n_ebv": int(ebv_grid.size),
+            "n_bands": len(bands),
+            "n_interp": int(n_interp),
+        },
         inputs={"bands": list(bands), "reference_band": reference_band, "flux_unit": "nJy"},
         outputs={"template_names": list(templates), "z_max": float(z[-1])},
-        version="1.0.0", provenance=prov, name="photoz-templates-cwwsb4",
+        version="1.0.0",
+        provenance=prov,
+        name="photoz-templates-cwwsb4",
     )
 
 
@@ -401,8 +430,10 @@ def template_package(path: str | os.PathLike[str] | None = None) -> ModelPackage
     package = ModelPackage.load(path)
     package.check_family("photoz", purpose="the photo-z follow-up")
     if package.architecture != "photoz_template_grid":
-        raise PackageError(f"Package {package.name!r} has architecture {package.architecture!r}, not the "
-                           "template grid 'photoz_template_grid' of the follow-up.")
+        raise PackageError(
+            f"Package {package.name!r} has architecture {package.architecture!r}, not the "
+            "template grid 'photoz_template_grid' of the follow-up."
+        )
     return package
 
 
@@ -426,8 +457,14 @@ def _z_edges(z: np.ndarray) -> np.ndarray:
 
 
 def grid_posterior(
-    grid: torch.nn.Module, fluxes: np.ndarray, errors: np.ndarray, *, error_floor: float = 0.05,
-    batch_size: int = 128, device: str = "auto", log_prior: np.ndarray | None = None,
+    grid: torch.nn.Module,
+    fluxes: np.ndarray,
+    errors: np.ndarray,
+    *,
+    error_floor: float = 0.05,
+    batch_size: int = 128,
+    device: str = "auto",
+    log_prior: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Evaluate the posterior of each object on the whole (z, template mix, E(B-V)) grid.
 
@@ -492,8 +529,15 @@ def grid_posterior(
         best = flat.argmin(dim=1)
         chi2[start:stop] = flat.gather(1, best[:, None])[:, 0].cpu().numpy()
         best_tau[start:stop] = tau_values[(best // ebv_values.numel()) % n_mix].cpu().numpy()
-    return {"pdf": pdf, "edges": edges, "tau": tau_mean, "ebv": ebv_mean, "chi2": chi2, "best_tau": best_tau,
-            "n_bands": (w > 0).sum(axis=1)}
+    return {
+        "pdf": pdf,
+        "edges": edges,
+        "tau": tau_mean,
+        "ebv": ebv_mean,
+        "chi2": chi2,
+        "best_tau": best_tau,
+        "n_bands": (w > 0).sum(axis=1),
+    }
 
 
 class _Interpolator:
@@ -530,8 +574,9 @@ class _Interpolator:
         return out
 
 
-def redshift_log_prior(z: np.ndarray, ref_flux: np.ndarray, ref_err: np.ndarray,
-                       config: FollowupConfig) -> np.ndarray:
+def redshift_log_prior(
+    z: np.ndarray, ref_flux: np.ndarray, ref_err: np.ndarray, config: FollowupConfig
+) -> np.ndarray:
     """Return the log prior density of z for each object (see `FollowupConfig.prior`).
 
     Parameters
@@ -635,8 +680,12 @@ def _object_prior(prior_args: tuple, i: int, config: FollowupConfig) -> Any:
 
 
 def mcmc_posterior(
-    grid: torch.nn.Module, fluxes: np.ndarray, errors: np.ndarray, config: FollowupConfig,
-    *, initial: dict[str, np.ndarray] | None = None,
+    grid: torch.nn.Module,
+    fluxes: np.ndarray,
+    errors: np.ndarray,
+    config: FollowupConfig,
+    *,
+    initial: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Sample the posterior of each object with ``emcee``.
 
@@ -667,14 +716,20 @@ def mcmc_posterior(
     try:
         import emcee
     except ImportError as exc:
-        raise FollowupError("The MCMC follow-up needs emcee (pip install emcee); "
-                            "method='grid' does not.") from exc
+        raise FollowupError(
+            "The MCMC follow-up needs emcee (pip install emcee); method='grid' does not."
+        ) from exc
     grid = grid.cpu()
     _, prior_args = _reference(grid, fluxes, errors)
     if initial is None:
-        initial = grid_posterior(grid, fluxes, errors, error_floor=config.error_floor, device="cpu",
-                                 log_prior=redshift_log_prior(grid.redshift.double().numpy(), *prior_args,
-                                                              config))
+        initial = grid_posterior(
+            grid,
+            fluxes,
+            errors,
+            error_floor=config.error_floor,
+            device="cpu",
+            log_prior=redshift_log_prior(grid.redshift.double().numpy(), *prior_args, config),
+        )
     interp = _Interpolator(grid)
     f_all, w_all = _prepare(fluxes, errors, config.error_floor)
     n = f_all.shape[0]
@@ -688,14 +743,20 @@ def mcmc_posterior(
             continue
         p = initial["pdf"][i] / initial["pdf"][i].sum()
         cells = rng.choice(p.size, size=config.n_walkers, p=p)
-        start = np.column_stack([
-            rng.uniform(edges[cells], edges[cells + 1]),
-            np.clip(initial["tau"][i] + rng.normal(0.0, 0.3, config.n_walkers), 0.0, interp.upper[1]),
-            np.clip(initial["ebv"][i] + rng.normal(0.0, 0.03, config.n_walkers), interp.lower[2],
-                    interp.upper[2]),
-        ])
+        start = np.column_stack(
+            [
+                rng.uniform(edges[cells], edges[cells + 1]),
+                np.clip(initial["tau"][i] + rng.normal(0.0, 0.3, config.n_walkers), 0.0, interp.upper[1]),
+                np.clip(
+                    initial["ebv"][i] + rng.normal(0.0, 0.03, config.n_walkers),
+                    interp.lower[2],
+                    interp.upper[2],
+                ),
+            ]
+        )
         sampler = emcee.EnsembleSampler(
-            config.n_walkers, 3,
+            config.n_walkers,
+            3,
             _log_prob_factory(interp, f_all[i], w_all[i], prior=_object_prior(prior_args, i, config)),
             vectorize=True,
             moves=[(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)],
@@ -761,8 +822,11 @@ def select_followup(
     if extra:
         missing = set(extra) - set(ids[requested].tolist())
         if missing:
-            _log.warning("%d requested object ids are not in the photo-z table: %s", len(missing),
-                         sorted(missing, key=repr)[:10])
+            _log.warning(
+                "%d requested object ids are not in the photo-z table: %s",
+                len(missing),
+                sorted(missing, key=repr)[:10],
+            )
     keep = ood | requested
     return ids[keep], (requested & ~ood)[keep]
 
@@ -778,8 +842,9 @@ def _columns_doc() -> dict[str, str]:
     }
 
 
-def empty_followup_table(levels: Sequence[float] = DEFAULT_COMPACT_LEVELS, id_dtype: Any = np.int64,
-                         id_column: str = "objectId") -> Table:
+def empty_followup_table(
+    levels: Sequence[float] = DEFAULT_COMPACT_LEVELS, id_dtype: Any = np.int64, id_column: str = "objectId"
+) -> Table:
     """Return a follow-up table with no rows and every column.
 
     Parameters
@@ -799,22 +864,26 @@ def empty_followup_table(levels: Sequence[float] = DEFAULT_COMPACT_LEVELS, id_dt
     return _assemble(np.zeros(0, dtype=id_dtype), {}, np.zeros(0, np.int32), levels, id_column)
 
 
-def _assemble(ids: np.ndarray, values: dict[str, np.ndarray], flags: np.ndarray, levels: Sequence[float],
-              id_column: str) -> Table:
+def _assemble(
+    ids: np.ndarray, values: dict[str, np.ndarray], flags: np.ndarray, levels: Sequence[float], id_column: str
+) -> Table:
     n = ids.size
     nan = np.full(n, np.nan, dtype=np.float32)
     out = Table()
     out[id_column] = Column(ids, description="Object identifier.")
     for key, doc in _columns_doc().items():
-        out[f"photoz_bayes_{key}"] = Column(values.get(key, nan).astype(np.float32),
-                                            unit=u.dimensionless_unscaled, description=doc)
+        out[f"photoz_bayes_{key}"] = Column(
+            values.get(key, nan).astype(np.float32), unit=u.dimensionless_unscaled, description=doc
+        )
     quantiles = values.get("quantiles", np.full((n, len(levels)), np.nan))
     out["photoz_bayes_quantiles"] = Column(
-        np.asarray(quantiles, dtype=np.float32).reshape(n, len(levels)), unit=u.dimensionless_unscaled,
-        description="Redshift posterior quantiles at the levels in meta['photoz_bayes_quantile_levels'].")
+        np.asarray(quantiles, dtype=np.float32).reshape(n, len(levels)),
+        unit=u.dimensionless_unscaled,
+        description="Redshift posterior quantiles at the levels in meta['photoz_bayes_quantile_levels'].",
+    )
     extra_docs = {
         "template": "Posterior mean of the template coordinate (0 to n_templates - 1, mixes in between; "
-                    "names in meta['photoz_bayes_templates']).",
+        "names in meta['photoz_bayes_templates']).",
         "ebv": "Posterior mean E(B-V) of the Calzetti dust screen.",
         "chi2": "Best-fit chi-square over the grid (amplitude free).",
         "rhat": "MCMC: split Gelman-Rubin R-hat of z over walkers (NaN for the grid posterior).",
@@ -823,10 +892,13 @@ def _assemble(ids: np.ndarray, values: dict[str, np.ndarray], flags: np.ndarray,
     }
     for key, doc in extra_docs.items():
         out[f"photoz_bayes_{key}"] = Column(values.get(key, nan).astype(np.float32), description=doc)
-    out["photoz_bayes_n_bands"] = Column(values.get("n_bands", np.zeros(n)).astype(np.int16),
-                                         description="Bands used in the fit.")
-    out["photoz_bayes_flags"] = Column(flags.astype(np.int32), description="Bit flags: " + "; ".join(
-        f"{int(f)}={f.name}" for f in PhotozBayesFlag))
+    out["photoz_bayes_n_bands"] = Column(
+        values.get("n_bands", np.zeros(n)).astype(np.int16), description="Bands used in the fit."
+    )
+    out["photoz_bayes_flags"] = Column(
+        flags.astype(np.int32),
+        description="Bit flags: " + "; ".join(f"{int(f)}={f.name}" for f in PhotozBayesFlag),
+    )
     out.meta["photoz_bayes_quantile_levels"] = [float(v) for v in levels]
     out.meta["photoz_bayes_flag_bits"] = PhotozBayesFlag.bits()
     out.meta["photoz_bayes_flag_descriptions"] = PhotozBayesFlag.descriptions()
@@ -877,8 +949,10 @@ def followup_photoz(
     bands = list(templates.inputs["bands"])
     columns = columns or PhotozColumns(bands=tuple(bands))
     if list(columns.bands) != bands:
-        raise FollowupError(f"The template package {templates.name!r} has bands {bands}; the input is "
-                            f"configured with {list(columns.bands)}.")
+        raise FollowupError(
+            f"The template package {templates.name!r} has bands {bands}; the input is "
+            f"configured with {list(columns.bands)}."
+        )
     if templates.architecture != "photoz_template_grid":
         raise FollowupError(f"Package {templates.name!r} is not a template grid ({templates.architecture}).")
     levels = [float(v) for v in config.levels]
@@ -894,8 +968,15 @@ def followup_photoz(
         grid = templates.build_model()
         _, prior_args = _reference(grid, fluxes, errors)
         log_prior = redshift_log_prior(grid.redshift.double().numpy(), *prior_args, config)
-        post = grid_posterior(grid, fluxes, errors, error_floor=config.error_floor,
-                              batch_size=config.batch_size, device=config.device, log_prior=log_prior)
+        post = grid_posterior(
+            grid,
+            fluxes,
+            errors,
+            error_floor=config.error_floor,
+            batch_size=config.batch_size,
+            device=config.device,
+            log_prior=log_prior,
+        )
         edges = post["edges"]
         no_data = post["n_bands"] < 2
         flags = np.zeros(n, dtype=np.int32)
@@ -941,9 +1022,11 @@ def followup_photoz(
     out.meta["photoz_bayes_method"] = config.method
     out.meta["photoz_bayes_error_floor"] = float(config.error_floor)
     out.meta["photoz_bayes_prior"] = (
-        "flat" if config.prior == "flat" else
-        f"z^{config.prior_alpha} exp(-(z/z_m)^{config.prior_alpha}), z_m = {config.prior_z0} + "
-        f"{config.prior_km} (m_ref - 20)")
+        "flat"
+        if config.prior == "flat"
+        else f"z^{config.prior_alpha} exp(-(z/z_m)^{config.prior_alpha}), z_m = {config.prior_z0} + "
+        f"{config.prior_km} (m_ref - 20)"
+    )
     out.meta["photoz_bayes_templates"] = list(templates.outputs.get("template_names", []))
     out.meta["photoz_bayes_z_max"] = float(templates.outputs.get("z_max", float("nan")))
     out.meta.update(templates.provenance_metadata())
@@ -973,8 +1056,10 @@ def dc2_validation_path() -> str:
         folder = importlib.resources.files("rail.examples_data") / "testdata"
         return str(folder / "test_dc2_validation_9816.hdf5")
     except ModuleNotFoundError as exc:
-        raise FollowupError("RAIL's cosmoDC2 files come with pz-rail-base (pip install pz-rail-base, or make "
-                            "bench-photoz); or pass the validation file with --validation.") from exc
+        raise FollowupError(
+            "RAIL's cosmoDC2 files come with pz-rail-base (pip install pz-rail-base, or make "
+            "bench-photoz); or pass the validation file with --validation."
+        ) from exc
 
 
 def followup_quality(
@@ -1025,8 +1110,9 @@ def followup_quality(
     package = package or default_package()
     templates = templates or template_package()
     bands = list(package.inputs["bands"])
-    fluxes = flux_table_from_magnitudes(table, bands, "mag_{band}_lsst", "mag_err_{band}_lsst",
-                                        keep=["redshift"])
+    fluxes = flux_table_from_magnitudes(
+        table, bands, "mag_{band}_lsst", "mag_err_{band}_lsst", keep=["redshift"]
+    )
     fluxes["objectId"] = np.arange(len(fluxes), dtype=np.int64)
     z_true = np.asarray(fluxes["redshift"], dtype=np.float64)
     t0 = time.perf_counter()
@@ -1043,36 +1129,56 @@ def followup_quality(
     mb = summarize_pdf(mb_pdf, edges)
     levels = np.asarray(follow.meta["photoz_bayes_quantile_levels"])
     bq = np.asarray(follow["photoz_bayes_quantiles"], dtype=np.float64)
-    bayes_pit = np.array([np.interp(z, q, levels, left=0.0, right=1.0) if np.all(np.isfinite(q)) else np.nan
-                          for z, q in zip(zt, bq)])
+    bayes_pit = np.array(
+        [
+            np.interp(z, q, levels, left=0.0, right=1.0) if np.all(np.isfinite(q)) else np.nan
+            for z, q in zip(zt, bq)
+        ]
+    )
 
     def scores(median: np.ndarray, lo: np.ndarray, hi: np.ndarray, seconds: float) -> dict[str, float]:
-        return {"sigma_nmad": sigma_nmad(median, zt), "outlier_fraction": outlier_fraction(median, zt),
-                "coverage68": float(np.mean((lo <= zt) & (zt <= hi))), "seconds_per_object": seconds}
+        return {
+            "sigma_nmad": sigma_nmad(median, zt),
+            "outlier_fraction": outlier_fraction(median, zt),
+            "coverage68": float(np.mean((lo <= zt) & (zt <= hi))),
+            "seconds_per_object": seconds,
+        }
 
     all_summary = {"mean": np.asarray(cat["photoz_median"], float)}
     report: dict[str, Any] = {
-        "n_objects": len(cat), "n_ood": int(ood.sum()), "n_followed": int(rows.size),
+        "n_objects": len(cat),
+        "n_ood": int(ood.sum()),
+        "n_followed": int(rows.size),
         "method": follow.meta["photoz_bayes_method"],
         "mbrnn": scores(mb["median"], mb["lo68"], mb["hi68"], mbrnn_seconds),
-        "bayes": scores(np.asarray(follow["photoz_bayes_median"], float),
-                        np.asarray(follow["photoz_bayes_lo68"], float),
-                        np.asarray(follow["photoz_bayes_hi68"], float),
-                        float(follow.meta.get("photoz_bayes_seconds_per_object", float("nan")))),
-        "mbrnn_all": {"sigma_nmad": sigma_nmad(all_summary["mean"], z_true),
-                      "outlier_fraction": outlier_fraction(all_summary["mean"], z_true)},
-        "bayes_flags": {f.name: int(((np.asarray(follow["photoz_bayes_flags"]) & int(f)) != 0).sum())
-                        for f in PhotozBayesFlag},
+        "bayes": scores(
+            np.asarray(follow["photoz_bayes_median"], float),
+            np.asarray(follow["photoz_bayes_lo68"], float),
+            np.asarray(follow["photoz_bayes_hi68"], float),
+            float(follow.meta.get("photoz_bayes_seconds_per_object", float("nan"))),
+        ),
+        "mbrnn_all": {
+            "sigma_nmad": sigma_nmad(all_summary["mean"], z_true),
+            "outlier_fraction": outlier_fraction(all_summary["mean"], z_true),
+        },
+        "bayes_flags": {
+            f.name: int(((np.asarray(follow["photoz_bayes_flags"]) & int(f)) != 0).sum())
+            for f in PhotozBayesFlag
+        },
     }
     i_flux = np.asarray(fluxes["i_cModelFlux"], dtype=np.float64)[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         i_mag = 31.4 - 2.5 * np.log10(i_flux)
     report["arrays"] = {
-        "z_true": zt, "i_mag": i_mag,
-        "mbrnn_median": mb["median"], "mbrnn_lo68": mb["lo68"], "mbrnn_hi68": mb["hi68"],
+        "z_true": zt,
+        "i_mag": i_mag,
+        "mbrnn_median": mb["median"],
+        "mbrnn_lo68": mb["lo68"],
+        "mbrnn_hi68": mb["hi68"],
         "bayes_median": np.asarray(follow["photoz_bayes_median"], float),
         "bayes_lo68": np.asarray(follow["photoz_bayes_lo68"], float),
         "bayes_hi68": np.asarray(follow["photoz_bayes_hi68"], float),
-        "mbrnn_pit": pit(mb_pdf, edges, zt), "bayes_pit": bayes_pit,
+        "mbrnn_pit": pit(mb_pdf, edges, zt),
+        "bayes_pit": bayes_pit,
     }
     return report

@@ -38,20 +38,33 @@ def summarize(butler: Any, collections: Any) -> list[str]:
     for ref in butler.query_datasets("ml_photoz_followup", collections=collections, explain=False):
         follow = butler.get(ref)
         flags = np.asarray(follow["photoz_bayes_flags"])
-        counts = ", ".join(f"{f.name} {int(((flags & int(f)) != 0).sum())}" for f in PhotozBayesFlag
-                           if ((flags & int(f)) != 0).any())
-        lines.append(f"ml_photoz_followup tract {ref.dataId['tract']}: {len(follow)} objects followed up "
-                     f"(flags: {counts or 'none'})")
+        counts = ", ".join(
+            f"{f.name} {int(((flags & int(f)) != 0).sum())}"
+            for f in PhotozBayesFlag
+            if ((flags & int(f)) != 0).any()
+        )
+        lines.append(
+            f"ml_photoz_followup tract {ref.dataId['tract']}: {len(follow)} objects followed up "
+            f"(flags: {counts or 'none'})"
+        )
         if not len(follow):
             continue
-        photoz = butler.get("ml_photoz", ref.dataId, collections=collections,
-                            parameters={"columns": ["objectId", "photoz_median", "photoz_lo68",
-                                                    "photoz_hi68"]})
+        photoz = butler.get(
+            "ml_photoz",
+            ref.dataId,
+            collections=collections,
+            parameters={"columns": ["objectId", "photoz_median", "photoz_lo68", "photoz_hi68"]},
+        )
         truth = butler.get("truth_object", ref.dataId, collections=collections)
-        both = join(follow["objectId", "photoz_bayes_median", "photoz_bayes_lo68", "photoz_bayes_hi68"],
-                    photoz, keys="objectId", metadata_conflicts="silent")
-        both = join(both, truth["objectId", "redshift", "is_star"], keys="objectId",
-                    metadata_conflicts="silent")
+        both = join(
+            follow["objectId", "photoz_bayes_median", "photoz_bayes_lo68", "photoz_bayes_hi68"],
+            photoz,
+            keys="objectId",
+            metadata_conflicts="silent",
+        )
+        both = join(
+            both, truth["objectId", "redshift", "is_star"], keys="objectId", metadata_conflicts="silent"
+        )
         gal = ~np.asarray(both["is_star"], dtype=bool)
         z = np.asarray(both["redshift"], float)[gal]
         for name, prefix in (("template fit", "photoz_bayes_"), ("MBRNN", "photoz_")):
@@ -59,6 +72,8 @@ def summarize(butler: Any, collections: Any) -> list[str]:
             lo = np.asarray(both[prefix + "lo68"], float)[gal]
             hi = np.asarray(both[prefix + "hi68"], float)[gal]
             cover = float(np.mean((lo <= z) & (z <= hi))) if z.size else float("nan")
-            lines.append(f"    {name} on the {int(gal.sum())} galaxies: sigma_NMAD {sigma_nmad(med, z):.4f}, "
-                         f"outliers {outlier_fraction(med, z):.1%}, 68% coverage {cover:.1%}")
+            lines.append(
+                f"    {name} on the {int(gal.sum())} galaxies: sigma_NMAD {sigma_nmad(med, z):.4f}, "
+                f"outliers {outlier_fraction(med, z):.1%}, 68% coverage {cover:.1%}"
+            )
     return lines or ["ml_photoz_followup: none written"]

@@ -81,8 +81,10 @@ class FollowupPhotozConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Foll
     )
     method = pexConfig.ChoiceField[str](
         doc="Posterior sampler.",
-        allowed={"grid": "dense (z, template mix, E(B-V)) grid, batched in torch",
-                 "mcmc": "emcee ensemble per object, started from the grid posterior"},
+        allowed={
+            "grid": "dense (z, template mix, E(B-V)) grid, batched in torch",
+            "mcmc": "emcee ensemble per object, started from the grid posterior",
+        },
         default="grid",
     )
     errorFloor = pexConfig.RangeField[float](
@@ -112,9 +114,16 @@ class FollowupPhotozConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Foll
             The sampler settings.
         """
         return FollowupConfig(
-            method=self.method, error_floor=self.errorFloor, batch_size=self.batchSize,
-            levels=tuple(self.quantileLevels), prior=self.prior, n_walkers=self.nWalkers,
-            n_steps=self.nSteps, n_burn=self.nBurn, seed=self.seed, device=self.device,
+            method=self.method,
+            error_floor=self.errorFloor,
+            batch_size=self.batchSize,
+            levels=tuple(self.quantileLevels),
+            prior=self.prior,
+            n_walkers=self.nWalkers,
+            n_steps=self.nSteps,
+            n_burn=self.nBurn,
+            seed=self.seed,
+            device=self.device,
         )
 
     def validate(self) -> None:
@@ -153,9 +162,13 @@ class FollowupPhotozTask(pipeBase.PipelineTask):
     @property
     def columns(self) -> PhotozColumns:
         """The configured input columns."""
-        return PhotozColumns(bands=tuple(self.config.bands), flux_template=self.config.fluxTemplate,
-                             flux_err_template=self.config.fluxErrTemplate, id_column=self.config.idColumn,
-                             missing_band="missing")
+        return PhotozColumns(
+            bands=tuple(self.config.bands),
+            flux_template=self.config.fluxTemplate,
+            flux_err_template=self.config.fluxErrTemplate,
+            id_column=self.config.idColumn,
+            missing_band="missing",
+        )
 
     def run(self, objectCatalog: Any, photoz: Any) -> pipeBase.Struct:
         """Follow up the selected objects of one tract.
@@ -176,8 +189,12 @@ class FollowupPhotozTask(pipeBase.PipelineTask):
         """
         columns = self.columns
         config = self.config.followup_config()
-        ids, user = select_followup(photoz, extra_ids=list(self.config.extraObjectIds),
-                                    id_column=columns.id_column, all_rows=self.config.followAll)
+        ids, user = select_followup(
+            photoz,
+            extra_ids=list(self.config.extraObjectIds),
+            id_column=columns.id_column,
+            all_rows=self.config.followAll,
+        )
         object_ids = column_values(objectCatalog, columns.id_column, dtype=None)
         if ids.size == 0:
             catalog = empty_followup_table(config.levels, object_ids.dtype, columns.id_column)
@@ -192,7 +209,8 @@ class FollowupPhotozTask(pipeBase.PipelineTask):
         catalog = followup_photoz(self.templates, selected, columns, config=config, user_selected=user_rows)
         self.log.info(
             "Followed up %d objects with the %s posterior (%d poor fits, %d not converged).",
-            len(catalog), config.method,
+            len(catalog),
+            config.method,
             int(((catalog["photoz_bayes_flags"] & PhotozBayesFlag.POOR_FIT) != 0).sum()),
             int(((catalog["photoz_bayes_flags"] & PhotozBayesFlag.NOT_CONVERGED) != 0).sum()),
         )

@@ -251,9 +251,15 @@ def _predict_frame(
     out: dict[str, np.ndarray] = {}
     start = 0
     for part in predict_photoz_chunks(
-        package, _row_slices(frame, chunk), columns, engine=engine, pdf_format=options["pdf_format"],
-        compact_levels=options["compact_levels"], ood_threshold=options["ood_threshold"],
-        batch_size=batch, duplicate_ids=repeated,
+        package,
+        _row_slices(frame, chunk),
+        columns,
+        engine=engine,
+        pdf_format=options["pdf_format"],
+        compact_levels=options["compact_levels"],
+        ood_threshold=options["ood_threshold"],
+        batch_size=batch,
+        duplicate_ids=repeated,
     ):
         if not out:
             for name in part.colnames:
@@ -311,8 +317,12 @@ def _check_columns(available: Sequence[str], columns: PhotozColumns) -> list[str
         )
     absent = columns.absent_bands(list(available))
     if absent and columns.missing_band == "error":
-        lacking = [c for b in absent for c in (columns.flux_template.format(band=b),
-                                                columns.flux_err_template.format(band=b)) if c not in have]
+        lacking = [
+            c
+            for b in absent
+            for c in (columns.flux_template.format(band=b), columns.flux_err_template.format(band=b))
+            if c not in have
+        ]
         raise PhotozInputError(
             f"The HATS catalog lacks the columns {lacking} for band(s) {absent}. Check "
             f"--flux-template/--flux-err-template (now {columns.flux_template!r}, "
@@ -397,8 +407,9 @@ def read_photoz_hats_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _scheduler(client: Any, n_workers: int, memory_limit: str | float | None,
-               torch_threads: int) -> Iterator[Any]:
+def _scheduler(
+    client: Any, n_workers: int, memory_limit: str | float | None, torch_threads: int
+) -> Iterator[Any]:
     """Yield the Dask client to compute with: the given one, a local cluster, or none (this process)."""
     import dask
 
@@ -420,8 +431,12 @@ def _scheduler(client: Any, n_workers: int, memory_limit: str | float | None,
 
     with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-            memory_limit=memory_limit if memory_limit is not None else "auto", silence_logs=logging.ERROR,
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=memory_limit if memory_limit is not None else "auto",
+            silence_logs=logging.ERROR,
         )
     try:
         with Client(cluster) as local:
@@ -550,8 +565,10 @@ def predict_photoz_hats(
     catalog, in_path = _open_input(lsdb, hats_in, columns)
     if in_path is not None:
         real_in, real_out = os.path.realpath(in_path), os.path.realpath(out)
-        if real_out == real_in or real_out.startswith(real_in + os.sep) or real_in.startswith(
-            real_out + os.sep
+        if (
+            real_out == real_in
+            or real_out.startswith(real_in + os.sep)
+            or real_in.startswith(real_out + os.sep)
         ):
             raise HatsError(
                 f"The output {out} would overwrite the input catalog {in_path}; give another path."
@@ -568,18 +585,32 @@ def predict_photoz_hats(
     config.batchSize = int(batch_size)
     local_engine = InferenceEngine(config)
     chunk, batch = chunk_rows(chunk_size, forward_batch_size(local_engine, package, columns))
-    options = {"chunk_size": int(chunk_size), "pdf_format": pdf_format,
-               "compact_levels": [float(v) for v in compact_levels], "ood_threshold": float(ood_threshold),
-               "coord_columns": [c for c in coords if c != columns.id_column], "engine": engine_options}
+    options = {
+        "chunk_size": int(chunk_size),
+        "pdf_format": pdf_format,
+        "compact_levels": [float(v) for v in compact_levels],
+        "ood_threshold": float(ood_threshold),
+        "coord_columns": [c for c in coords if c != columns.id_column],
+        "engine": engine_options,
+    }
     meta_frame = _predict_frame(catalog.meta, package, local_engine, columns, options, None)
-    meta_table = next(predict_photoz_chunks(
-        package, [catalog.meta], columns, engine=local_engine, pdf_format=pdf_format,
-        compact_levels=options["compact_levels"], ood_threshold=ood_threshold,
-    ))
+    meta_table = next(
+        predict_photoz_chunks(
+            package,
+            [catalog.meta],
+            columns,
+            engine=local_engine,
+            pdf_format=pdf_format,
+            compact_levels=options["compact_levels"],
+            ood_threshold=ood_threshold,
+        )
+    )
     meta = _json_ready(dict(meta_table.meta))
     meta["columns"] = {
-        name: {"unit": None if meta_table[name].unit is None else str(meta_table[name].unit),
-               "description": meta_table[name].description}
+        name: {
+            "unit": None if meta_table[name].unit is None else str(meta_table[name].unit),
+            "description": meta_table[name].description,
+        }
         for name in meta_table.colnames
     }
 
@@ -599,12 +630,21 @@ def predict_photoz_hats(
             else:
                 active.register_plugin(plugin, name=plugin.name)
             result = catalog.map_partitions(
-                _predict_partition, plugin.key, columns, options, repeated, meta=meta_frame,
+                _predict_partition,
+                plugin.key,
+                columns,
+                options,
+                repeated,
+                meta=meta_frame,
             )
             name = catalog_name or f"{info.catalog_name}_photoz"
             try:
                 result.write_catalog(
-                    tmp, catalog_name=name, as_collection=False, overwrite=True, progress_bar=False,
+                    tmp,
+                    catalog_name=name,
+                    as_collection=False,
+                    overwrite=True,
+                    progress_bar=False,
                     addl_hats_properties={HATS_META_PROPERTY: json.dumps(meta, separators=(",", ":"))},
                     write_table_kwargs={"compression": "zstd", "compression_level": int(compression_level)},
                 )
@@ -633,8 +673,21 @@ def predict_photoz_hats(
         raise
     timings["count"] = time.perf_counter() - t1
     seconds = time.perf_counter() - t0
-    _log.info("Wrote %d photo-z rows in %d partitions to %s in %.1f s.", n_rows,
-              catalog.hc_structure.partition_info.__len__(), out, seconds)
-    return {"rows": n_rows, "partitions": len(catalog.get_healpix_pixels()), "out_of_distribution": n_ood,
-            "seconds": seconds, "workers": n_active, "chunk_size": chunk, "batch_size": batch, "out": out,
-            "timings": timings}
+    _log.info(
+        "Wrote %d photo-z rows in %d partitions to %s in %.1f s.",
+        n_rows,
+        catalog.hc_structure.partition_info.__len__(),
+        out,
+        seconds,
+    )
+    return {
+        "rows": n_rows,
+        "partitions": len(catalog.get_healpix_pixels()),
+        "out_of_distribution": n_ood,
+        "seconds": seconds,
+        "workers": n_active,
+        "chunk_size": chunk,
+        "batch_size": batch,
+        "out": out,
+        "timings": timings,
+    }

@@ -120,10 +120,14 @@ def training_influence(
     query_redshift = np.asarray(query_redshift, dtype=np.float64)
     y_tr = soft_targets(
         torch.from_numpy(np.nan_to_num(np.minimum(train_redshift, model.z_max - 1e-6))).float(),
-        model.n_bins, model.z_min, model.z_max,
+        model.n_bins,
+        model.z_min,
+        model.z_max,
     )
     y_q = soft_targets(
-        torch.from_numpy(np.minimum(query_redshift, model.z_max - 1e-6)).float(), model.n_bins, model.z_min,
+        torch.from_numpy(np.minimum(query_redshift, model.z_max - 1e-6)).float(),
+        model.n_bins,
+        model.z_min,
         model.z_max,
     )
     scores = torch.zeros(query_inputs.shape[0], train_inputs.shape[0], dtype=torch.float64)

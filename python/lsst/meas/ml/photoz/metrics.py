@@ -610,8 +610,16 @@ def plot_photoz_vs_true(
     text = "\n".join(
         f"{k} = {metrics[k]:.4f}" for k in ("sigma_nmad", "bias", "outlier_frac") if k in metrics
     )
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", color="k", fontsize=8,
-            bbox=dict(facecolor="white", alpha=0.8))
+    ax.text(
+        0.03,
+        0.97,
+        text,
+        transform=ax.transAxes,
+        va="top",
+        color="k",
+        fontsize=8,
+        bbox=dict(facecolor="white", alpha=0.8),
+    )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -79,9 +79,12 @@ class PhotozFlag(DescribedFlag):
     MISSING_BAND = 2, "at least one band has no usable flux (NaN, or a non-positive error)"
     OUT_OF_DISTRIBUTION = 4, "OOD score above threshold: unlike the training set; needs a slower analysis"
     AT_Z_MAX = 8, "more than 5% of the probability in the last redshift bin: the redshift may lie beyond"
-    DUPLICATE_ID = 16, (
-        "the object id occurs on more than one input row (every such row is flagged); the rows are "
-        "estimated independently, but joins on the id are ambiguous"
+    DUPLICATE_ID = (
+        16,
+        (
+            "the object id occurs on more than one input row (every such row is flagged); the rows are "
+            "estimated independently, but joins on the id are ambiguous"
+        ),
     )
 
 
@@ -457,7 +460,10 @@ def predict_photoz(
             _log.warning(
                 "%d of %d input rows share an object id (%r) with another row (%d distinct ids repeated); "
                 "they are estimated independently and flagged DUPLICATE_ID (%d) in photoz_flags.",
-                int(duplicated.sum()), n, columns.id_column, len(set(ids[duplicated].tolist())),
+                int(duplicated.sum()),
+                n,
+                columns.id_column,
+                len(set(ids[duplicated].tolist())),
                 int(PhotozFlag.DUPLICATE_ID),
             )
     out = Table()
@@ -485,21 +491,25 @@ def predict_photoz(
             extra["photoz_pdf_quantiles"] = compact_quantiles(pdf, edges, levels)
     if "photoz_pdf" in extra:
         out["photoz_pdf"] = Column(
-            extra["photoz_pdf"], unit=u.dimensionless_unscaled,
+            extra["photoz_pdf"],
+            unit=u.dimensionless_unscaled,
             description="Probability in each redshift bin (edges in meta['photoz_bin_edges']).",
         )
     if "photoz_pdf_quantiles" in extra:
         out["photoz_pdf_quantiles"] = Column(
-            extra["photoz_pdf_quantiles"], unit=u.dimensionless_unscaled,
+            extra["photoz_pdf_quantiles"],
+            unit=u.dimensionless_unscaled,
             description="Redshift quantiles (float16) at the levels in meta['photoz_quantile_levels'].",
         )
     out["photoz_ood_score"] = Column(
-        ood, unit=u.dimensionless_unscaled,
+        ood,
+        unit=u.dimensionless_unscaled,
         description="Out-of-distribution score: Mahalanobis distance of the network embedding from the "
         "training set, in units of its training 99th percentile.",
     )
-    out["photoz_flags"] = Column(flags, description="Bit flags: " + "; ".join(
-        f"{int(f)}={f.name}" for f in PhotozFlag))
+    out["photoz_flags"] = Column(
+        flags, description="Bit flags: " + "; ".join(f"{int(f)}={f.name}" for f in PhotozFlag)
+    )
     out.meta["photoz_bin_edges"] = [float(e) for e in edges]
     out.meta["photoz_quantile_levels"] = levels if pdf_format != "full" else []
     out.meta["photoz_flag_bits"] = PhotozFlag.bits()
@@ -513,7 +523,11 @@ def _log_duplicates(n_flagged: int, n: int, id_column: str, n_distinct: int) -> 
     _log.warning(
         "%d of %d input rows share an object id (%r) with another row (%d distinct ids repeated); "
         "they are estimated independently and flagged DUPLICATE_ID (%d) in photoz_flags.",
-        n_flagged, n, id_column, n_distinct, int(PhotozFlag.DUPLICATE_ID),
+        n_flagged,
+        n,
+        id_column,
+        n_distinct,
+        int(PhotozFlag.DUPLICATE_ID),
     )
 
 
@@ -588,8 +602,15 @@ def predict_photoz_chunks(
     offset = n_flagged = 0
     for chunk in chunks:
         out = predict_photoz(
-            package, chunk, columns, engine=engine, pdf_format=pdf_format, compact_levels=compact_levels,
-            ood_threshold=ood_threshold, batch_size=batch_size, duplicate_ids=duplicate_ids,
+            package,
+            chunk,
+            columns,
+            engine=engine,
+            pdf_format=pdf_format,
+            compact_levels=compact_levels,
+            ood_threshold=ood_threshold,
+            batch_size=batch_size,
+            duplicate_ids=duplicate_ids,
             row_offset=offset,
         )
         offset += len(out)
@@ -662,8 +683,12 @@ def predict_photoz_chunked(
         columns = columns_for_package(package)
     engine = engine or InferenceEngine()
     chunk, batch = chunk_rows(chunk_size, forward_batch_size(engine, package, columns))
-    kwargs = {"engine": engine, "pdf_format": pdf_format, "compact_levels": compact_levels,
-              "ood_threshold": ood_threshold}
+    kwargs = {
+        "engine": engine,
+        "pdf_format": pdf_format,
+        "compact_levels": compact_levels,
+        "ood_threshold": ood_threshold,
+    }
     n = row_count(table)
     if n <= chunk:
         return predict_photoz(package, table, columns, batch_size=batch, **kwargs)
@@ -674,8 +699,13 @@ def predict_photoz_chunked(
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         part = predict_photoz(
-            package, _slice_rows(table, start, stop), columns, batch_size=batch, duplicate_ids=duplicates,
-            row_offset=start, **kwargs,
+            package,
+            _slice_rows(table, start, stop),
+            columns,
+            batch_size=batch,
+            duplicate_ids=duplicates,
+            row_offset=start,
+            **kwargs,
         )
         if result is None:
             result = Table(meta=part.meta)
@@ -801,8 +831,15 @@ def predict_photoz_file(
         nonlocal n_ood
         tables = reader if transform is None else (transform(t) for t in reader)
         for out in predict_photoz_chunks(
-            package, tables, columns, engine=engine, pdf_format=pdf_format, compact_levels=compact_levels,
-            ood_threshold=ood_threshold, batch_size=batch, duplicate_ids=duplicates,
+            package,
+            tables,
+            columns,
+            engine=engine,
+            pdf_format=pdf_format,
+            compact_levels=compact_levels,
+            ood_threshold=ood_threshold,
+            batch_size=batch,
+            duplicate_ids=duplicates,
         ):
             n_ood += int(((np.asarray(out["photoz_flags"]) & PhotozFlag.OUT_OF_DISTRIBUTION) != 0).sum())
             yield out
@@ -819,5 +856,11 @@ def predict_photoz_file(
         rows = write_table_stream(catalogs(), out_path, n_rows=n_rows, string_lengths=string_lengths)
     finally:
         gc.unfreeze()
-    return {"rows": rows, "out_of_distribution": n_ood, "chunk_size": chunk, "batch_size": batch,
-            "streamed": reader.streaming, "reader": reader.note}
+    return {
+        "rows": rows,
+        "out_of_distribution": n_ood,
+        "chunk_size": chunk,
+        "batch_size": batch,
+        "streamed": reader.streaming,
+        "reader": reader.note,
+    }

@@ -142,9 +142,6 @@ def read_table(
     raise TableReadError(f"Unknown table format {ext!r} for {path}; use Parquet, CSV or HDF5.")
 
 
-
-
-
 # ----------------------------------------------------------------------
 # Streaming
 
@@ -392,8 +389,11 @@ class TableChunks:
         """
         names = [c for c in names if c in self.available] or self.selected
         if self._whole is not None:
-            table = self._whole[names] if set(names) <= set(self._whole.colnames) else read_table(
-                self.path, group=self.group)[names]
+            table = (
+                self._whole[names]
+                if set(names) <= set(self._whole.colnames)
+                else read_table(self.path, group=self.group)[names]
+            )
         elif self.kind == "parquet":
             import pyarrow.parquet as pq
             from lsst.daf.butler.formatters.parquet import arrow_to_astropy
@@ -442,8 +442,7 @@ def _astropy_to_arrow(table: Table) -> Any:
     from lsst.daf.butler.formatters.parquet import astropy_to_arrow
 
     multidim = [
-        name for name in table.colnames
-        if table[name].ndim > 1 and not isinstance(table[name], MaskedColumn)
+        name for name in table.colnames if table[name].ndim > 1 and not isinstance(table[name], MaskedColumn)
     ]
     if not multidim or len(table) == 0:
         return astropy_to_arrow(table)

@@ -556,8 +556,9 @@ def _train(
         provenance=dict(
             provenance,
             trainer="lsst.meas.ml.photoz.train",
-            training_config={k: (list(v) if isinstance(v, tuple) else v)
-                             for k, v in dataclasses.asdict(config).items()},
+            training_config={
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
+            },
             n_train=int(x_train.shape[0]),
             n_validation=int(x_val.shape[0]),
             epochs=epochs,
@@ -616,6 +617,10 @@ def train_photoz_table(
             f"The training table lacks the redshift column {redshift_column!r}; pass --redshift-column."
         )
     return train_photoz(
-        columns.extract(table), column_values(table, redshift_column), columns, config, provenance=provenance,
+        columns.extract(table),
+        column_values(table, redshift_column),
+        columns,
+        config,
+        provenance=provenance,
         name=name,
     )

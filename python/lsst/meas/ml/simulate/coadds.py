@@ -1,6 +1,5 @@
 """The static sky: coadds of the tract, the object table, its truth and the spec-z sample."""
 
-
 import dataclasses
 import math
 from typing import Any
@@ -191,7 +190,10 @@ class BandPhotometry:
 
 
 def measure_objects(
-    config: SurveyConfig, geom: SurveyGeometry, truth: Table, bands: dict[str, BandPhotometry],
+    config: SurveyConfig,
+    geom: SurveyGeometry,
+    truth: Table,
+    bands: dict[str, BandPhotometry],
     clip_to_tract: bool = True,
 ) -> tuple[Table, np.ndarray]:
     """Simulate the object table and the detection of each truth object.

@@ -1,6 +1,5 @@
 """Identifiers, labels and random streams shared by the parts of the simulated survey."""
 
-
 import dataclasses
 import zlib
 from typing import Any
@@ -52,7 +51,6 @@ def stage_rng(seed: int, *tags: Any) -> np.random.Generator:
     """
     key = zlib.crc32("/".join(str(t) for t in tags).encode())
     return np.random.default_rng([seed, key])
-
 
 
 @dataclasses.dataclass

@@ -152,8 +152,12 @@ def match_to_injections(
     if n == 0 or len(injections["x0"]) == 0:
         return np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
     d = _segment_distance(
-        np.asarray(x, float), np.asarray(y, float),
-        injections["x0"], injections["y0"], injections["x1"], injections["y1"],
+        np.asarray(x, float),
+        np.asarray(y, float),
+        injections["x0"],
+        injections["y0"],
+        injections["x1"],
+        injections["y1"],
     )
     reach = d <= injections["radius"][None, :]
     is_real = np.isin(injections["label"], real_labels)

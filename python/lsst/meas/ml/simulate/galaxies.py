@@ -159,8 +159,11 @@ def draw_static_sky(config: SurveyConfig, rng: np.random.Generator, tract_wcs, m
     bulge_kpc = np.where(morph == 0, ell_kpc, disk_kpc * rng.uniform(0.15, 0.4, ng))
     disk_hlr = np.clip(disk_kpc / kpc_per_arcsec, 0.08, 4.0)
     bulge_hlr = np.clip(bulge_kpc / kpc_per_arcsec, 0.05, 2.5)
-    disk_q = np.select([morph == 0, morph == 1], [rng.uniform(0.55, 1.0, ng), rng.uniform(0.15, 1.0, ng)],
-                       rng.uniform(0.35, 1.0, ng))
+    disk_q = np.select(
+        [morph == 0, morph == 1],
+        [rng.uniform(0.55, 1.0, ng), rng.uniform(0.15, 1.0, ng)],
+        rng.uniform(0.35, 1.0, ng),
+    )
     bulge_q = np.where(morph == 0, disk_q, rng.uniform(0.6, 1.0, ng))
     beta = rng.uniform(0.0, np.pi, ng)
 

@@ -1,7 +1,5 @@
 """Time-domain populations: transients and asteroids, with their fluxes and positions at a time."""
 
-
-
 import numpy as np
 from astropy.table import Table
 
@@ -58,7 +56,11 @@ def make_transients(config: SurveyConfig, geom: SurveyGeometry, truth: Table) ->
     x0, x1, y0, y1 = _footprint(config)
     x, y = np.asarray(truth["x"]), np.asarray(truth["y"])
     hosts_ok = np.nonzero(
-        (~np.asarray(truth["is_star"])) & (x > x0) & (x < x1) & (y > y0) & (y < y1)
+        (~np.asarray(truth["is_star"]))
+        & (x > x0)
+        & (x < x1)
+        & (y > y0)
+        & (y < y1)
         & (flux_to_mag(truth["i_flux"]) < 25.0)
     )[0]
     # One transient per host at most (while hosts last).
@@ -160,8 +162,9 @@ def asteroid_colour_model() -> dict[str, np.ndarray]:
     }
 
 
-def draw_asteroid_colours(classes: np.ndarray, rng: np.random.Generator,
-                          model: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def draw_asteroid_colours(
+    classes: np.ndarray, rng: np.random.Generator, model: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
     """Magnitudes relative to r, ``m_b - m_r`` in ``ugrizy``, of asteroids of given complexes.
 
     ``g-r, r-i, i-z, z-y`` are drawn from the Gaussian components of the
@@ -320,7 +323,8 @@ def make_asteroids(config: SurveyConfig, geom: SurveyGeometry) -> Table:
         t["phaseAngle"] = alpha
         t["elongation"] = elong
         dimming = 5.0 * np.log10(helio * delta) - 2.5 * np.log10(
-            np.concatenate([hg12_phase_function(alpha[k : k + 1], float(g12[k])) for k in range(n)]))
+            np.concatenate([hg12_phase_function(alpha[k : k + 1], float(g12[k])) for k in range(n)])
+        )
         for j, band in enumerate(ALL_BANDS):
             t[f"{band}_flux"] = mag_to_flux(h_r + offsets[:, j] + dimming)
         parts.append(t)

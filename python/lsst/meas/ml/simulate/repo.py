@@ -88,22 +88,41 @@ def insert_dimension_records(butler: Butler, geometry: SurveyGeometry) -> None:
     # Sky map, tract and patches.
     skymap_hash = hashlib.sha1(
         json.dumps(
-            [config.tract_ra, config.tract_dec, config.pixel_scale, config.patch_size, config.n_patch_x,
-             config.n_patch_y, config.patch_border], sort_keys=True,
+            [
+                config.tract_ra,
+                config.tract_dec,
+                config.pixel_scale,
+                config.patch_size,
+                config.n_patch_x,
+                config.n_patch_y,
+                config.patch_border,
+            ],
+            sort_keys=True,
         ).encode()
     ).digest()
     registry.syncDimensionData(
         "skymap",
-        {"name": SKYMAP_NAME, "hash": skymap_hash, "tract_max": 1, "patch_nx_max": config.n_patch_x,
-         "patch_ny_max": config.n_patch_y},
+        {
+            "name": SKYMAP_NAME,
+            "hash": skymap_hash,
+            "tract_max": 1,
+            "patch_nx_max": config.n_patch_x,
+            "patch_ny_max": config.n_patch_y,
+        },
     )
     tract_region = _polygon(sky_polygon(geometry.tract_wcs, geometry.tract_box))
     registry.syncDimensionData("tract", {"skymap": SKYMAP_NAME, "id": TRACT_ID, "region": tract_region})
     for patch in geometry.patches:
         registry.syncDimensionData(
             "patch",
-            {"skymap": SKYMAP_NAME, "tract": TRACT_ID, "id": patch.index, "cell_x": patch.cell_x,
-             "cell_y": patch.cell_y, "region": _polygon(sky_polygon(geometry.tract_wcs, patch.outer))},
+            {
+                "skymap": SKYMAP_NAME,
+                "tract": TRACT_ID,
+                "id": patch.index,
+                "cell_x": patch.cell_x,
+                "cell_y": patch.cell_y,
+                "region": _polygon(sky_polygon(geometry.tract_wcs, patch.outer)),
+            },
         )
 
     # Observing days, visits and their detector regions.
@@ -150,8 +169,14 @@ def insert_dimension_records(butler: Butler, geometry: SurveyGeometry) -> None:
 SHAPES: tuple[str, ...] = ("drp", "dp1")
 
 
-def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
-                 chain: str = SIM_COLLECTION, *, shape: str = "drp") -> int:
+def write_survey(
+    butler: Butler,
+    survey: SimulatedSurvey,
+    run: str = SIM_RUN,
+    chain: str = SIM_COLLECTION,
+    *,
+    shape: str = "drp",
+) -> int:
     """Put every product of a survey into ``run`` (and chain ``chain`` to it).
 
     Images are written as ``lsst.images`` types under the stack's storage
@@ -227,13 +252,21 @@ def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
     for p in survey.visit_products:
         data_id = {"instrument": INSTRUMENT_NAME, "visit": p.visit, "detector": p.detector}
         identity = dict(
-            instrument=INSTRUMENT_NAME, visit=p.visit, detector_id=p.detector,
-            detector_name=records[p.detector]["full_name"], physical_filter=physical_filter_name(p.band),
-            mjd=p.mjd, exposure_time=survey.config.exposure_time,
+            instrument=INSTRUMENT_NAME,
+            visit=p.visit,
+            detector_id=p.detector,
+            detector_name=records[p.detector]["full_name"],
+            physical_filter=physical_filter_name(p.band),
+            mjd=p.mjd,
+            exposure_time=survey.config.exposure_time,
         )
         butler.put(to_visit_image(p.science, **identity), "visit_image", dataId=data_id, run=run)
-        butler.put(to_visit_image(p.difference, difference=True, **identity), "difference_image",
-                   dataId=data_id, run=run)
+        butler.put(
+            to_visit_image(p.difference, difference=True, **identity),
+            "difference_image",
+            dataId=data_id,
+            run=run,
+        )
         butler.put(p.truth, "truth_dia_source", dataId=data_id, run=run)
         n += 3
         if shape == "drp":
@@ -252,7 +285,10 @@ def write_survey(butler: Butler, survey: SimulatedSurvey, run: str = SIM_RUN,
 
 
 def build_repo(
-    root: str | os.PathLike, config: SurveyConfig | None = None, *, overwrite: bool = False,
+    root: str | os.PathLike,
+    config: SurveyConfig | None = None,
+    *,
+    overwrite: bool = False,
     shape: str = "drp",
 ) -> dict[str, Any]:
     """Simulate a survey and write it into a new Butler repository at ``root``.
@@ -303,4 +339,3 @@ def build_repo(
         }
     )
     return summary
-

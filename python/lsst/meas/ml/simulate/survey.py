@@ -28,8 +28,6 @@ What is simulated:
   sample biased to bright galaxies.
 """
 
-
-
 import dataclasses
 import time
 from typing import Any
@@ -80,7 +78,6 @@ __all__ = [
     "simulate_catalog",
     "simulate_survey",
 ]
-
 
 
 @dataclasses.dataclass
@@ -152,7 +149,6 @@ class SimulatedSurvey:
         }
 
 
-
 # ----------------------------------------------------------------------
 def simulate_survey(config: SurveyConfig | None = None) -> SimulatedSurvey:
     """Simulate a survey in memory.
@@ -203,22 +199,41 @@ def simulate_survey(config: SurveyConfig | None = None) -> SimulatedSurvey:
         extra_sigma = float(stage_rng(config.seed, "seeing", visit.visit).uniform(lo, hi))
         for det in visit.detectors:
             products.append(
-                simulate_visit_detector(config, geom, visit, det, extra_sigma, truth, cols,
-                                         coadd_bands[visit.band], transients, asteroids)
+                simulate_visit_detector(
+                    config,
+                    geom,
+                    visit,
+                    det,
+                    extra_sigma,
+                    truth,
+                    cols,
+                    coadd_bands[visit.band],
+                    transients,
+                    asteroids,
+                )
             )
     timings["visits"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     dia_object = dia_objects(config, geom, products)
     timings["association"] = time.perf_counter() - t0
     return SimulatedSurvey(
-        config=config, geometry=geom, truth_object=truth_object, object=objects, specz=specz,
-        coadds=coadds, visit_products=products, dia_object=dia_object, transients=transients,
-        asteroids=asteroids, timings=timings,
+        config=config,
+        geometry=geom,
+        truth_object=truth_object,
+        object=objects,
+        specz=specz,
+        coadds=coadds,
+        visit_products=products,
+        dia_object=dia_object,
+        transients=transients,
+        asteroids=asteroids,
+        timings=timings,
     )
 
 
-def simulate_catalog(config: SurveyConfig | None = None, n_galaxies: int | None = None,
-                     n_stars: int | None = None) -> tuple[Table, Table, Table]:
+def simulate_catalog(
+    config: SurveyConfig | None = None, n_galaxies: int | None = None, n_stars: int | None = None
+) -> tuple[Table, Table, Table]:
     """Catalog-level survey: object table, truth and spec-z without drawing images.
 
     The same populations and the same measurement model as `simulate_survey`
@@ -250,8 +265,13 @@ def simulate_catalog(config: SurveyConfig | None = None, n_galaxies: int | None 
     for band in config.coadd_bands:
         psf = make_psf(config.coadd_seeing[band], config.psf_beta)
         psf_img = draw_psf_image(psf, local_jacobian(geom.tract_wcs))
-        noise = NoiseModel.from_depth(config.coadd_depth[band], psf_img, config.sky_electrons[band],
-                                      config.full_well_electrons, coadd_exposures_per_visit(config, band))
+        noise = NoiseModel.from_depth(
+            config.coadd_depth[band],
+            psf_img,
+            config.sky_electrons[band],
+            config.full_well_electrons,
+            coadd_exposures_per_visit(config, band),
+        )
         photometry[band] = BandPhotometry(psf_img, noise, None)
     objects, detected = measure_objects(config, geom, truth, photometry, clip_to_tract=False)
     return objects, truth_object_table(config, geom, truth, detected), specz_sample(config, truth, detected)

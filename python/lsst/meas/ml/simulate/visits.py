@@ -1,6 +1,5 @@
 """Visits: science images, warped templates, differences, detected DIA sources and DIA objects."""
 
-
 import math
 from typing import Any
 
@@ -53,23 +52,53 @@ class _Injections:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
-    def add(self, label: str, kind: str, x0: float, y0: float, x1: float | None = None,
-            y1: float | None = None, radius: float = 3.0, flux: float = float("nan"),
-            object_id: int = -1, ss_object_id: int = -1, asteroid_class: str = "") -> None:
+    def add(
+        self,
+        label: str,
+        kind: str,
+        x0: float,
+        y0: float,
+        x1: float | None = None,
+        y1: float | None = None,
+        radius: float = 3.0,
+        flux: float = float("nan"),
+        object_id: int = -1,
+        ss_object_id: int = -1,
+        asteroid_class: str = "",
+    ) -> None:
         self.rows.append(
-            dict(label=label, kind=kind, x0=float(x0), y0=float(y0),
-                 x1=float(x0 if x1 is None else x1), y1=float(y0 if y1 is None else y1),
-                 radius=float(radius), flux=float(flux), object_id=int(object_id),
-                 ss_object_id=int(ss_object_id), asteroid_class=asteroid_class)
+            dict(
+                label=label,
+                kind=kind,
+                x0=float(x0),
+                y0=float(y0),
+                x1=float(x0 if x1 is None else x1),
+                y1=float(y0 if y1 is None else y1),
+                radius=float(radius),
+                flux=float(flux),
+                object_id=int(object_id),
+                ss_object_id=int(ss_object_id),
+                asteroid_class=asteroid_class,
+            )
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        keys = ("label", "kind", "x0", "y0", "x1", "y1", "radius", "flux", "object_id", "ss_object_id",
-                "asteroid_class")
+        keys = (
+            "label",
+            "kind",
+            "x0",
+            "y0",
+            "x1",
+            "y1",
+            "radius",
+            "flux",
+            "object_id",
+            "ss_object_id",
+            "asteroid_class",
+        )
         if not self.rows:
             text = ("label", "kind", "asteroid_class")
-            return {k: np.zeros(0, dtype="U16") if k in text else np.zeros(0)
-                    for k in keys}
+            return {k: np.zeros(0, dtype="U16") if k in text else np.zeros(0) for k in keys}
         return {k: np.array([r[k] for r in self.rows]) for k in keys}
 
 
@@ -111,8 +140,12 @@ def _difference(science: PixelPlanes, template: PixelPlanes, kernel_sigma: float
     conv = ndimage.gaussian_filter(t, kernel_sigma, mode="nearest", truncate=4.0)
     conv_var = ndimage.gaussian_filter(tv, kernel_sigma / math.sqrt(2.0), mode="nearest", truncate=4.0)
     conv_var /= 4.0 * math.pi * kernel_sigma**2
-    nan_t = ndimage.gaussian_filter((~np.isfinite(template.image)).astype(np.float64), kernel_sigma,
-                                    mode="nearest", truncate=4.0) > 1e-3
+    nan_t = (
+        ndimage.gaussian_filter(
+            (~np.isfinite(template.image)).astype(np.float64), kernel_sigma, mode="nearest", truncate=4.0
+        )
+        > 1e-3
+    )
     image = science.image.astype(np.float64) - conv
     variance = science.variance.astype(np.float64) + conv_var
     mask = science.mask | template.mask
@@ -191,8 +224,9 @@ def simulate_visit_detector(
     jac = local_jacobian(det.wcs)
     psf_img = draw_psf_image(psf, jac)
     fwhm = math.hypot(config.coadd_seeing[band], 2.3548 * extra_sigma)
-    noise = NoiseModel.from_depth(config.visit_depth[band], psf_img, config.sky_electrons[band],
-                                  config.full_well_electrons)
+    noise = NoiseModel.from_depth(
+        config.visit_depth[band], psf_img, config.sky_electrons[band], config.full_well_electrons
+    )
     n_eff = 1.0 / float(np.sum(psf_img.astype(np.float64) ** 2))
     sigma_psf_flux = noise.sigma_sky * math.sqrt(n_eff)
     fwhm_px = fwhm / config.pixel_scale
@@ -206,8 +240,10 @@ def simulate_visit_detector(
     factor = np.ones(len(truth))
     var_idx = in_box[np.asarray(truth["is_variable"])[in_box]]
     factor[var_idx] = variable_factor(
-        np.asarray(truth["var_amplitude"])[var_idx], np.asarray(truth["var_period"])[var_idx],
-        np.asarray(truth["var_phase"])[var_idx], visit.mjd,
+        np.asarray(truth["var_amplitude"])[var_idx],
+        np.asarray(truth["var_period"])[var_idx],
+        np.asarray(truth["var_phase"])[var_idx],
+        visit.mjd,
     )
     flux_b = np.asarray(truth[f"{band}_flux"])
     host_ids = set(int(v) for v in transients["hostObjectId"] if v >= 0)
@@ -226,28 +262,53 @@ def simulate_visit_detector(
     for i in dipoles:
         r, phi = rng.uniform(0.3, 0.7), rng.uniform(0, 2 * np.pi)
         shift[int(i)] = (r * math.cos(phi), r * math.sin(phi))
-        inj.add("artifact", "dipole", xs[i], ys[i], radius=1.6 * fwhm_px + 1.0, flux=0.0,
-                object_id=OBJECT_ID_OFFSET + int(i))
+        inj.add(
+            "artifact",
+            "dipole",
+            xs[i],
+            ys[i],
+            radius=1.6 * fwhm_px + 1.0,
+            flux=0.0,
+            object_id=OBJECT_ID_OFFSET + int(i),
+        )
     sources = []
     for i in in_box:
         dx, dy = shift.get(int(i), (0.0, 0.0))
-        sources.append(Source(
-            float(xs[i] + dx), float(ys[i] + dy), galaxy_profile(cols, int(i), band, float(factor[i])),
-            stamp_size(cols, int(i), fwhm, config.pixel_scale, bright=flux_b[i] > 3e4),
-        ))
+        sources.append(
+            Source(
+                float(xs[i] + dx),
+                float(ys[i] + dy),
+                galaxy_profile(cols, int(i), band, float(factor[i])),
+                stamp_size(cols, int(i), fwhm, config.pixel_scale, bright=flux_b[i] > 3e4),
+            )
+        )
     for i in var_idx:
         delta = flux_b[i] * (factor[i] - 1.0)
         if 0 <= xs[i] < w and 0 <= ys[i] < h:
-            inj.add("variable", "none", xs[i], ys[i], radius=r_point, flux=delta,
-                    object_id=OBJECT_ID_OFFSET + int(i))
+            inj.add(
+                "variable",
+                "none",
+                xs[i],
+                ys[i],
+                radius=r_point,
+                flux=delta,
+                object_id=OBJECT_ID_OFFSET + int(i),
+            )
 
     # Transients.
     tflux = transient_flux(transients, band, visit.mjd)
     txs, tys = det.wcs.wcs_world2pix(np.asarray(transients["ra"]), np.asarray(transients["dec"]), 0)
     for k in np.nonzero((tflux > 0.05 * sigma_psf_flux) & (txs >= 0) & (txs < w) & (tys >= 0) & (tys < h))[0]:
         sources.append(Source(float(txs[k]), float(tys[k]), _point(tflux[k]), 31))
-        inj.add("transient", "none", txs[k], tys[k], radius=r_point, flux=tflux[k],
-                object_id=int(transients["hostObjectId"][k]))
+        inj.add(
+            "transient",
+            "none",
+            txs[k],
+            tys[k],
+            radius=r_point,
+            flux=tflux[k],
+            object_id=int(transients["hostObjectId"][k]),
+        )
 
     # Asteroids, trailed over the exposure.
     if len(asteroids):
@@ -267,8 +328,18 @@ def simulate_visit_detector(
                 px = float(ax0[k] + t * (ax1[k] - ax0[k]))
                 py = float(ay0[k] + t * (ay1[k] - ay0[k]))
                 sources.append(Source(px, py, _point(f / 7.0), 31))
-            inj.add("asteroid", "none", ax0[k], ay0[k], ax1[k], ay1[k], radius=r_point, flux=f,
-                    ss_object_id=int(ast["ssObjectId"][k]), asteroid_class=str(ast["asteroid_class"][k]))
+            inj.add(
+                "asteroid",
+                "none",
+                ax0[k],
+                ay0[k],
+                ax1[k],
+                ay1[k],
+                radius=r_point,
+                flux=f,
+                ss_object_id=int(ast["ssObjectId"][k]),
+                asteroid_class=str(ast["asteroid_class"][k]),
+            )
 
     model = np.zeros((h, w))
     draw_sources(model, sources, psf, jac)
@@ -289,11 +360,26 @@ def simulate_visit_detector(
         add_nodata_rectangle(image, variance, mask, rng)
     apply_saturation(image, mask, noise.saturation)
     meta = {
-        "MLSIM": True, "BAND": band, "VISIT": visit.visit, "DETECTOR": det.detector,
-        "MJD": visit.mjd, "EXPTIME": config.exposure_time, "PSF_FWHM": fwhm, "SATURATE": noise.saturation,
+        "MLSIM": True,
+        "BAND": band,
+        "VISIT": visit.visit,
+        "DETECTOR": det.detector,
+        "MJD": visit.mjd,
+        "EXPTIME": config.exposure_time,
+        "PSF_FWHM": fwhm,
+        "SATURATE": noise.saturation,
     }
-    science = PixelPlanes(image=image.astype(np.float32), mask=mask, variance=variance.astype(np.float32),
-                       wcs=det.wcs, psf=psf_img, band=band, photo_calib=1.0, xy0=(0, 0), metadata=meta)
+    science = PixelPlanes(
+        image=image.astype(np.float32),
+        mask=mask,
+        variance=variance.astype(np.float32),
+        wcs=det.wcs,
+        psf=psf_img,
+        band=band,
+        photo_calib=1.0,
+        xy0=(0, 0),
+        metadata=meta,
+    )
     template = _warp_template(coadd, geom, det)
     template.metadata.update({"VISIT": visit.visit, "DETECTOR": det.detector})
     # Saturated cores (in the science image or the template) leave residuals.
@@ -303,8 +389,9 @@ def simulate_visit_detector(
 
     found = detect_sources(difference, config.detection_threshold)
     src, truth_table = _tables(visit, det, difference, found, inj)
-    return VisitDetectorProducts(visit.visit, det.detector, band, visit.mjd, science, template, difference,
-                                 src, truth_table)
+    return VisitDetectorProducts(
+        visit.visit, det.detector, band, visit.mjd, science, template, difference, src, truth_table
+    )
 
 
 def _saturated_regions(sat: np.ndarray) -> list[tuple[float, float, float]]:
@@ -325,8 +412,13 @@ def _point(flux: float):
     return galsim.DeltaFunction(flux=float(flux))
 
 
-def _tables(visit: VisitGeometry, det: DetectorGeometry, difference: PixelPlanes,
-            found: dict[str, np.ndarray], inj: _Injections) -> tuple[Table, Table]:
+def _tables(
+    visit: VisitGeometry,
+    det: DetectorGeometry,
+    difference: PixelPlanes,
+    found: dict[str, np.ndarray],
+    inj: _Injections,
+) -> tuple[Table, Table]:
     n = len(found["x"])
     if n > 9999:
         found = {k: v[:9999] for k, v in found.items()}
@@ -435,8 +527,9 @@ def dia_objects(config: SurveyConfig, geom: SurveyGeometry, products: list[Visit
     allsrc = vstack([p.dia_source for p in products], metadata_conflicts="silent")
     n = len(allsrc)
     tx, ty = geom.tract_wcs.wcs_world2pix(np.asarray(allsrc["ra"]), np.asarray(allsrc["dec"]), 0)
-    obj = associate(tx, ty, np.asarray(allsrc["diaSourceId"]),
-                    config.association_radius_arcsec / config.pixel_scale)
+    obj = associate(
+        tx, ty, np.asarray(allsrc["diaSourceId"]), config.association_radius_arcsec / config.pixel_scale
+    )
     start = 0
     for p in products:
         k = len(p.dia_source)
@@ -480,8 +573,22 @@ def dia_objects(config: SurveyConfig, geom: SurveyGeometry, products: list[Visit
 #: Columns of the simulated ``ss_source`` table (Rubin's alert names: ``diaSource`` fields, then the
 #: ``ssSource`` geometry).
 SS_SOURCE_COLUMNS: tuple[str, ...] = (
-    "diaSourceId", "ssObjectId", "diaObjectId", "visit", "detector", "band", "midpointMjdTai", "ra", "dec",
-    "psfFlux", "psfFluxErr", "snr", "phaseAngle", "helioRange", "topoRange", "elongation",
+    "diaSourceId",
+    "ssObjectId",
+    "diaObjectId",
+    "visit",
+    "detector",
+    "band",
+    "midpointMjdTai",
+    "ra",
+    "dec",
+    "psfFlux",
+    "psfFluxErr",
+    "snr",
+    "phaseAngle",
+    "helioRange",
+    "topoRange",
+    "elongation",
 )
 
 
@@ -518,13 +625,19 @@ def ss_sources(geom: SurveyGeometry, products: list[VisitDetectorProducts], aste
     if len(asteroids) and "helioRange" in asteroids.colnames:
         for row in asteroids:
             geometry[(int(row["ssObjectId"]), int(row["night"]))] = (
-                float(row["phaseAngle"]), float(row["helioRange"]), float(row["topoRange"]),
-                float(row["elongation"]))
+                float(row["phaseAngle"]),
+                float(row["helioRange"]),
+                float(row["topoRange"]),
+                float(row["elongation"]),
+            )
     best: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
     for p in products:
         truth = p.truth
-        sel = np.asarray(truth["detected"]) & (np.asarray(truth["label"]) == "asteroid") \
+        sel = (
+            np.asarray(truth["detected"])
+            & (np.asarray(truth["label"]) == "asteroid")
             & (np.asarray(truth["ssObjectId"]) > 0)
+        )
         if not sel.any():
             continue
         row_of = {int(i): k for k, i in enumerate(p.dia_source["diaSourceId"])}
@@ -534,13 +647,22 @@ def ss_sources(geom: SurveyGeometry, products: list[VisitDetectorProducts], aste
             ss_id = int(t["ssObjectId"])
             alpha, r, delta, elong = geometry.get((ss_id, night_of[p.visit]), (np.nan,) * 4)
             row = {
-                "diaSourceId": int(src["diaSourceId"][k]), "ssObjectId": ss_id,
-                "diaObjectId": int(src["diaObjectId"][k]), "visit": int(p.visit), "detector": int(p.detector),
-                "band": str(src["band"][k]), "midpointMjdTai": float(src["midpointMjdTai"][k]),
-                "ra": float(np.asarray(src["ra"])[k]), "dec": float(np.asarray(src["dec"])[k]),
+                "diaSourceId": int(src["diaSourceId"][k]),
+                "ssObjectId": ss_id,
+                "diaObjectId": int(src["diaObjectId"][k]),
+                "visit": int(p.visit),
+                "detector": int(p.detector),
+                "band": str(src["band"][k]),
+                "midpointMjdTai": float(src["midpointMjdTai"][k]),
+                "ra": float(np.asarray(src["ra"])[k]),
+                "dec": float(np.asarray(src["dec"])[k]),
                 "psfFlux": float(np.asarray(src["psfFlux"])[k]),
-                "psfFluxErr": float(np.asarray(src["psfFluxErr"])[k]), "snr": float(src["snr"][k]),
-                "phaseAngle": alpha, "helioRange": r, "topoRange": delta, "elongation": elong,
+                "psfFluxErr": float(np.asarray(src["psfFluxErr"])[k]),
+                "snr": float(src["snr"][k]),
+                "phaseAngle": alpha,
+                "helioRange": r,
+                "topoRange": delta,
+                "elongation": elong,
             }
             key = (ss_id, int(p.visit))
             dist = float(t["match_distance"])
@@ -548,12 +670,26 @@ def ss_sources(geom: SurveyGeometry, products: list[VisitDetectorProducts], aste
                 best[key] = (dist, row)
     rows = [best[key][1] for key in sorted(best, key=lambda kv: (kv[1], kv[0]))]
     out = Table()
-    dtypes = {"diaSourceId": np.int64, "ssObjectId": np.int64, "diaObjectId": np.int64, "visit": np.int64,
-              "detector": np.int64, "band": "U1"}
+    dtypes = {
+        "diaSourceId": np.int64,
+        "ssObjectId": np.int64,
+        "diaObjectId": np.int64,
+        "visit": np.int64,
+        "detector": np.int64,
+        "band": "U1",
+    }
     for name in SS_SOURCE_COLUMNS:
         out[name] = np.array([r[name] for r in rows], dtype=dtypes.get(name, np.float64))
-    units = {"ra": u.deg, "dec": u.deg, "psfFlux": u.nJy, "psfFluxErr": u.nJy, "phaseAngle": u.deg,
-             "elongation": u.deg, "helioRange": u.AU, "topoRange": u.AU}
+    units = {
+        "ra": u.deg,
+        "dec": u.deg,
+        "psfFlux": u.nJy,
+        "psfFluxErr": u.nJy,
+        "phaseAngle": u.deg,
+        "elongation": u.deg,
+        "helioRange": u.AU,
+        "topoRange": u.AU,
+    }
     for name, unit in units.items():
         out[name].unit = unit
     return out
